@@ -1,0 +1,1 @@
+"""The database and everything recorded in it: articles, datasets, runs, adapters."""

@@ -1,0 +1,88 @@
+"""Engines, sessions and migrations. Every other package reaches the database through here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from registry.errors import StoreError
+from registry.settings import get_settings
+
+ALEMBIC_DIR = Path(__file__).resolve().parent.parent / "alembic"
+
+
+def _enable_sqlite_foreign_keys(dbapi_connection, _record) -> None:
+    # SQLite ignores FOREIGN KEY clauses unless each connection turns them on.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+@lru_cache(maxsize=8)
+def get_engine(url: str | None = None) -> Engine:
+    url = url or get_settings().resolved_database_url
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database:
+        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, future=True)
+    if parsed.get_backend_name() == "sqlite":
+        event.listen(engine, "connect", _enable_sqlite_foreign_keys)
+    return engine
+
+
+@contextmanager
+def session_scope(url: str | None = None) -> Iterator[Session]:
+    """A session that commits on success and rolls back (leaving the store unchanged) on error."""
+    session = sessionmaker(get_engine(url), expire_on_commit=False)()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def alembic_config(url: str | None = None):
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(ALEMBIC_DIR))
+    cfg.set_main_option("sqlalchemy.url", (url or get_settings().resolved_database_url).replace("%", "%%"))
+    return cfg
+
+
+def upgrade(url: str | None = None, revision: str = "head") -> None:
+    from alembic import command
+
+    command.upgrade(alembic_config(url), revision)
+
+
+def downgrade(url: str | None = None, revision: str = "base") -> None:
+    from alembic import command
+
+    command.downgrade(alembic_config(url), revision)
+
+
+def current_revision(url: str | None = None) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with get_engine(url).connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def ensure_schema(url: str | None = None) -> None:
+    """Fail with advice when the store has not been created or migrated."""
+    engine = get_engine(url)
+    if "alembic_version" not in inspect(engine).get_table_names():
+        raise StoreError(
+            f"the store at {engine.url.render_as_string(hide_password=True)} has no tables; "
+            "run `loraforge db upgrade` first"
+        )

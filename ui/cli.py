@@ -1,0 +1,2 @@
+def ui_command() -> None:
+    """Start the chat app."""
