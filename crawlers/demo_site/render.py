@@ -1,0 +1,150 @@
+"""Render the bundled MedQuAD documents as a small, realistic website held in memory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from html import escape
+from pathlib import Path
+from string import Template
+
+from crawlers.demo_site.medquad import Block, Document, load_documents
+
+TEMPLATE = Template((Path(__file__).resolve().parent / "templates" / "layout.html").read_text())
+COLLECTION_TITLES = {"seniorhealth": "Senior Health", "cdc": "Disease Control"}
+PRIVATE_PATH = "/private/staff-notes.html"
+
+# Sentences of the page chrome; none may end up in extracted text.
+BOILERPLATE = (
+    "We use cookies to understand how visitors use this site.",
+    "Accept all cookies",
+    "Healthy Living Demo Library",
+    "Trusted answers to everyday health questions",
+    "Related links",
+    "Sign up for our monthly newsletter for the latest health tips.",
+    "Content adapted from MedQuAD (CC BY 4.0).",
+    "Privacy policy",
+    "On this page",
+    "Original source:",
+)
+
+
+@dataclass(frozen=True)
+class Page:
+    content_type: str
+    body: bytes
+
+
+def select_documents(per_collection: int | None = None) -> list[Document]:
+    """All bundled documents, or the first N of each collection (small sites for fast tests)."""
+    docs = load_documents()
+    if per_collection is None:
+        return list(docs)
+    chosen: list[Document] = []
+    for collection in COLLECTION_TITLES:
+        chosen.extend([d for d in docs if d.collection == collection][:per_collection])
+    return chosen
+
+
+def _block_html(block: Block) -> str:
+    if isinstance(block, list):
+        items = "".join(f"<li>{escape(item)}</li>" for item in block)
+        return f"<ul>{items}</ul>"
+    return f"<p>{escape(block)}</p>"
+
+
+def _layout(title: str, canonical: str, body: str, *, breadcrumbs: str,
+            related: list[tuple[str, str]] = (), article_class: str = "page") -> bytes:
+    links = "\n".join(f'        <li><a href="{escape(href)}">{escape(text)}</a></li>'
+                      for href, text in related)
+    html = TEMPLATE.substitute(
+        title=escape(title), canonical=escape(canonical), body=body, breadcrumbs=breadcrumbs,
+        related=links or "        <li><a href='/'>Home</a></li>", article_class=article_class,
+    )
+    return html.encode("utf-8")
+
+
+def _document_page(doc: Document, base_url: str, related: list[Document]) -> bytes:
+    toc = "".join(f'<li><a href="#q{i}">{escape(qa.question)}</a></li>'
+                  for i, qa in enumerate(doc.qa_pairs, 1))
+    sections = "\n".join(
+        f'<section class="qa" id="q{i}">\n<h2 data-qtype="{escape(qa.qtype)}">{escape(qa.question)}'
+        f"</h2>\n" + "\n".join(_block_html(b) for b in qa.answer_blocks) + "\n</section>"
+        for i, qa in enumerate(doc.qa_pairs, 1)
+    )
+    body = (
+        f"<h1>{escape(doc.focus)}</h1>\n"
+        f'<nav class="toc" aria-label="On this page"><p>On this page</p><ul>{toc}</ul></nav>\n'
+        f"{sections}\n"
+        f'<footer class="article-meta"><p>Original source: <a href="{escape(doc.original_url)}">'
+        f"{escape(doc.original_url)}</a></p></footer>"
+    )
+    title = COLLECTION_TITLES[doc.collection]
+    crumbs = f'<a href="/">Home</a> &rsaquo; <a href="/{doc.collection}/">{title}</a>'
+    # Tracking parameters make several URLs for one page: the canonical link says which is real.
+    links = [(f"{d.path}?utm_source=related&utm_medium=aside", d.focus) for d in related]
+    return _layout(doc.focus, base_url + doc.path, body, breadcrumbs=crumbs, related=links,
+                   article_class="qa-article")
+
+
+def _index_page(title: str, canonical: str, entries: list[tuple[str, str]], intro: str) -> bytes:
+    items = "\n".join(f'<li><a href="{escape(href)}">{escape(text)}</a></li>'
+                      for href, text in entries)
+    body = f"<h1>{escape(title)}</h1>\n<p>{escape(intro)}</p>\n<ul class='topics'>\n{items}\n</ul>"
+    return _layout(title, canonical, body, breadcrumbs='<a href="/">Home</a>')
+
+
+def _private_page(base_url: str) -> bytes:
+    body = (
+        "<h1>Staff notes (internal)</h1>\n<section class='qa'><h2>What is the draft schedule?</h2>"
+        "<p>Internal draft: not for publication or crawling.</p></section>"
+    )
+    return _layout("Staff notes", base_url + PRIVATE_PATH, body, breadcrumbs="Staff",
+                   article_class="qa-article")
+
+
+def _about_page(base_url: str) -> bytes:
+    body = (
+        "<h1>About the Healthy Living Demo Library</h1>\n"
+        "<p>This demo site republishes question-answer pairs from the MedQuAD dataset "
+        "(Ben Abacha and Demner-Fushman, BMC Bioinformatics 2019, CC BY 4.0) so that crawlers "
+        "can be tested on a realistic layout.</p>"
+    )
+    return _layout("About us", base_url + "/about.html", body, breadcrumbs='<a href="/">Home</a>')
+
+
+def _sitemap(urls: list[str]) -> bytes:
+    entries = "\n".join(f"  <url><loc>{escape(u)}</loc></url>" for u in urls)
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">\n'
+        f"{entries}\n</urlset>\n"
+    ).encode()
+
+
+def build_site(base_url: str, per_collection: int | None = None) -> dict[str, Page]:
+    """Every path of the site (index pages, one page per document, robots.txt, sitemap.xml)."""
+    base_url = base_url.rstrip("/")
+    docs = select_documents(per_collection)
+    html = "text/html; charset=utf-8"
+    pages: dict[str, Page] = {}
+    for i, doc in enumerate(docs):
+        related = [docs[(i + k) % len(docs)] for k in (1, 2, 3) if len(docs) > k]
+        pages[doc.path] = Page(html, _document_page(doc, base_url, related))
+    for collection, title in COLLECTION_TITLES.items():
+        entries = [(d.path, d.focus) for d in docs if d.collection == collection]
+        pages[f"/{collection}/"] = Page(html, _index_page(
+            f"{title} topics", f"{base_url}/{collection}/", entries,
+            f"{len(entries)} topics, each answering common questions."))
+    pages["/"] = Page(html, _index_page(
+        "Health topics A to Z", base_url + "/",
+        [(f"/{c}/", t) for c, t in COLLECTION_TITLES.items()]
+        + [("/about.html", "About us"), (PRIVATE_PATH, "Staff area")],
+        "Browse our collections of questions and answers."))
+    pages["/about.html"] = Page(html, _about_page(base_url))
+    pages[PRIVATE_PATH] = Page(html, _private_page(base_url))
+    # The private page is listed too, as careless sites do: robots.txt alone must keep it out.
+    pages["/sitemap.xml"] = Page("application/xml", _sitemap([base_url + p for p in pages]))
+    pages["/robots.txt"] = Page("text/plain", (
+        f"User-agent: *\nDisallow: /private/\n\nSitemap: {base_url}/sitemap.xml\n").encode())
+    pages["/static/site.css"] = Page("text/css", b"body { font-family: sans-serif; }\n")
+    return pages

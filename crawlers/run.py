@@ -1,0 +1,137 @@
+"""Run a spider in a child process and report on it as a crawl-run row.
+
+Twisted's reactor can start only once per process, so every crawl gets a fresh interpreter:
+``python -m scrapy crawl SPIDER -a k=v ...`` in the repo root, never through a shell.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from crawlers.errors import CrawlError
+from crawlers.pipelines import PROGRESS_MARKER
+from registry.article_store import get_crawl_run
+from registry.errors import StoreError
+from registry.settings import get_settings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+_PROGRESS = re.compile(
+    PROGRESS_MARKER + r" run=(?P<run>\d+) pages=(?P<pages>\d+) stored=(?P<stored>\d+) "
+    r"updated=(?P<updated>\d+) unchanged=(?P<unchanged>\d+) dropped=(?P<dropped>\d+) qa=(?P<qa>\d+)"
+)
+_ERROR_LINE = re.compile(r"(\] (ERROR|CRITICAL): |^\w*(Error|Exception): )")
+
+
+@dataclass(frozen=True)
+class CrawlProgress:
+    run_id: int
+    pages: int
+    stored: int
+    updated: int
+    unchanged: int
+    dropped: int
+    qa_pairs: int
+
+
+def job_dir(spider: str) -> Path:
+    return get_settings().crawl_jobs_dir / spider
+
+
+def crawl_command(spider: str, spider_args: dict[str, str], *, jobdir: Path | None = None,
+                  database_url: str | None = None,
+                  settings: dict[str, str] | None = None) -> list[str]:
+    command = [sys.executable, "-m", "scrapy", "crawl", spider]
+    for key, value in spider_args.items():
+        command += ["-a", f"{key}={value}"]
+    overrides = dict(settings or {})
+    if jobdir is not None:
+        overrides["JOBDIR"] = str(jobdir)
+    if database_url:
+        overrides["ARTICLE_STORE_URL"] = database_url
+    for key, value in overrides.items():
+        command += ["-s", f"{key}={value}"]
+    return command
+
+
+def _last_error(lines: deque[str]) -> str:
+    errors = [line.strip() for line in lines if _ERROR_LINE.search(line)]
+    if errors:
+        return errors[-1][-300:]
+    return lines[-1].strip()[-300:] if lines else "no output"
+
+
+def _stream(process: subprocess.Popen[str], tail: deque[str],
+            on_progress: Callable[[CrawlProgress], None] | None) -> int | None:
+    run_id = None
+    assert process.stdout is not None
+    for line in process.stdout:
+        tail.append(line)
+        match = _PROGRESS.search(line)
+        if match:
+            values = {k: int(v) for k, v in match.groupdict().items()}
+            run_id = values["run"]
+            if on_progress is not None:
+                on_progress(CrawlProgress(values["run"], values["pages"], values["stored"],
+                                          values["updated"], values["unchanged"],
+                                          values["dropped"], values["qa"]))
+    process.wait()
+    return run_id
+
+
+def run_crawl(
+    spider: str,
+    spider_args: dict[str, str],
+    resume: bool = False,
+    database_url: str | None = None,
+    *,
+    settings: dict[str, str] | None = None,
+    on_progress: Callable[[CrawlProgress], None] | None = None,
+) -> int:
+    """Crawl and return the crawl-run id; raise ``CrawlError`` with one line when it fails.
+
+    Every crawl keeps its state in a JOBDIR so an interrupted one can go on with ``resume=True``;
+    a fresh crawl clears it, and a finished crawl removes it.
+    """
+    jobdir = job_dir(spider)
+    if not resume and jobdir.exists():
+        shutil.rmtree(jobdir)
+    jobdir.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "SCRAPY_SETTINGS_MODULE": "crawlers.settings", "PYTHONUNBUFFERED": "1"}
+    command = crawl_command(spider, spider_args, jobdir=jobdir, database_url=database_url,
+                            settings=settings)
+    tail: deque[str] = deque(maxlen=200)
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, errors="replace")
+    try:
+        run_id = _stream(process, tail, on_progress)
+    except KeyboardInterrupt:
+        # Scrapy closes gracefully on the first SIGINT and keeps its JOBDIR for --resume.
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        raise CrawlError(f"crawl interrupted; run it again with --resume to continue "
+                         f"(state in {jobdir})") from None
+    if run_id is None:
+        raise CrawlError(f"the {spider} crawl did not start: {_last_error(tail)}")
+    try:
+        run = get_crawl_run(run_id, url=database_url)
+    except StoreError as exc:
+        raise CrawlError(f"crawl run #{run_id}: {exc}") from exc
+    if run.status != "finished":
+        raise CrawlError(f"crawl run #{run_id} {run.status}: {run.error or _last_error(tail)}")
+    if process.returncode != 0:
+        raise CrawlError(f"crawl run #{run_id} exited with code {process.returncode}: "
+                         f"{_last_error(tail)}")
+    shutil.rmtree(jobdir, ignore_errors=True)
+    return run_id

@@ -1,0 +1,232 @@
+"""Write crawl runs, articles and QA pairs. Crawlers reach the store only through these functions.
+
+Articles are keyed by canonical URL and QA pairs by ``qa_content_hash``, so storing the same
+page twice changes nothing: a re-crawl updates changed pages and leaves unchanged ones alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from registry.db import ensure_schema, session_scope
+from registry.errors import StoreError
+from registry.models import Article, CrawlRun, CrawlStatus, DatasetMember, QAPair, Source, utcnow
+
+
+@dataclass(frozen=True)
+class QARecord:
+    question: str
+    answer: str
+    qtype: str | None = None
+
+
+@dataclass(frozen=True)
+class ArticleRecord:
+    url: str
+    title: str
+    text: str
+    topic: str | None = None
+    language: str | None = None
+    qa_pairs: Sequence[QARecord] = ()
+    focus_area: str | None = None
+
+
+@dataclass
+class StoreCounts:
+    """What one ``store_articles`` call did, counted per article."""
+
+    stored: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    qa_added: int = 0
+    qa_removed: int = 0
+
+
+@dataclass(frozen=True)
+class CrawlRunSummary:
+    id: int
+    spider: str
+    status: str
+    args: dict[str, Any]
+    pages_seen: int
+    items_stored: int
+    items_updated: int
+    items_unchanged: int
+    items_dropped: int
+    drop_reasons: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    qa_pairs: int = 0
+
+
+def _sha256(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split())
+
+
+def qa_content_hash(question: str, answer: str) -> str:
+    """The key of a QA pair: sha256 of the whitespace-normalized question and answer."""
+    return _sha256(_norm(question), _norm(answer))
+
+
+def article_content_hash(title: str, text: str) -> str:
+    return _sha256(_norm(title), _norm(text))
+
+
+def _source_for(session: Session, url: str) -> Source:
+    parts = urlsplit(url)
+    name = parts.netloc.lower()
+    source = session.scalar(select(Source).where(Source.name == name))
+    if source is None:
+        source = Source(name=name, base_url=f"{parts.scheme}://{parts.netloc}")
+        session.add(source)
+        session.flush()
+    return source
+
+
+def open_crawl_run(spider: str, args: dict[str, Any], *, url: str | None = None) -> int:
+    """Create a running crawl-run row and return its id; advise if the store is missing."""
+    ensure_schema(url)
+    with session_scope(url) as session:
+        start = args.get("sitemap_url") or args.get("start_url")
+        source = _source_for(session, start) if start else None
+        run = CrawlRun(spider=spider, args=dict(args), status=CrawlStatus.running,
+                       source_id=source.id if source else None)
+        session.add(run)
+        session.flush()
+        return run.id
+
+
+def _sync_qa_pairs(session: Session, article: Article, record: ArticleRecord, run_id: int,
+                   taken: set[str], counts: StoreCounts) -> None:
+    """Add the record's pairs not stored anywhere yet; drop the article's pairs it no longer has."""
+    wanted: dict[str, QARecord] = {}
+    for qa in record.qa_pairs:
+        wanted.setdefault(qa_content_hash(qa.question, qa.answer), qa)
+    current = set(session.scalars(
+        select(QAPair.content_hash).where(QAPair.article_id == article.id)))
+    new = [h for h in wanted if h not in current and h not in taken]
+    if new:
+        # A pair already stored for another page is that page's: never store it twice.
+        taken.update(session.scalars(select(QAPair.content_hash).where(QAPair.content_hash.in_(new))))
+    for h in new:
+        if h in taken:
+            continue
+        qa = wanted[h]
+        session.add(QAPair(
+            article_id=article.id, crawl_run_id=run_id, question=qa.question, answer=qa.answer,
+            source=record.url, focus_area=record.focus_area or record.title, qtype=qa.qtype,
+            topic=record.topic, content_hash=h,
+        ))
+        taken.add(h)
+        counts.qa_added += 1
+    stale = current - wanted.keys()
+    if stale:
+        # Pairs frozen into a dataset snapshot stay so the snapshot can be rebuilt.
+        in_snapshots = select(DatasetMember.qa_pair_id).where(DatasetMember.qa_pair_id.is_not(None))
+        result = session.execute(delete(QAPair).where(
+            QAPair.article_id == article.id, QAPair.content_hash.in_(stale),
+            QAPair.id.not_in(in_snapshots)))
+        counts.qa_removed += result.rowcount or 0
+
+
+def _store_one(session: Session, record: ArticleRecord, run_id: int, taken: set[str],
+               counts: StoreCounts) -> None:
+    digest = article_content_hash(record.title, record.text)
+    article = session.scalar(select(Article).where(Article.url == record.url))
+    if article is None:
+        article = Article(url=record.url, source_id=_source_for(session, record.url).id,
+                          crawl_run_id=run_id, title=record.title, text=record.text,
+                          topic=record.topic, language=record.language, content_hash=digest)
+        session.add(article)
+        session.flush()
+        counts.stored += 1
+    elif article.content_hash == digest and article.topic == record.topic:
+        counts.unchanged += 1
+        return
+    else:
+        article.title, article.text, article.content_hash = record.title, record.text, digest
+        article.topic, article.language, article.crawl_run_id = (
+            record.topic, record.language, run_id)
+        counts.updated += 1
+    _sync_qa_pairs(session, article, record, run_id, taken, counts)
+    session.flush()
+
+
+def store_articles(run_id: int, records: Iterable[ArticleRecord], *,
+                   url: str | None = None) -> StoreCounts:
+    """Upsert articles and their QA pairs in one transaction and add the counts to the run."""
+    counts = StoreCounts()
+    with session_scope(url) as session:
+        run = session.get(CrawlRun, run_id)
+        if run is None:
+            raise StoreError(f"crawl run #{run_id} does not exist")
+        taken: set[str] = set()
+        for record in records:
+            _store_one(session, record, run_id, taken, counts)
+        run.items_stored += counts.stored
+        run.items_updated += counts.updated
+        run.items_unchanged += counts.unchanged
+    return counts
+
+
+def finish_crawl_run(run_id: int, *, status: CrawlStatus | str, pages_seen: int,
+                     items_dropped: int, drop_reasons: dict[str, int],
+                     error: str | None = None, url: str | None = None) -> None:
+    """Close the run with its final status and counts."""
+    with session_scope(url) as session:
+        run = session.get(CrawlRun, run_id)
+        if run is None:
+            raise StoreError(f"crawl run #{run_id} does not exist")
+        run.status = CrawlStatus(status)
+        run.pages_seen = pages_seen
+        run.items_dropped = items_dropped
+        run.drop_reasons = dict(drop_reasons)
+        run.error = error
+        run.finished_at = utcnow()
+
+
+def _summary(run: CrawlRun, qa_pairs: int) -> CrawlRunSummary:
+    return CrawlRunSummary(
+        id=run.id, spider=run.spider, status=run.status.value, args=dict(run.args or {}),
+        pages_seen=run.pages_seen, items_stored=run.items_stored,
+        items_updated=run.items_updated, items_unchanged=run.items_unchanged,
+        items_dropped=run.items_dropped, drop_reasons=dict(run.drop_reasons or {}),
+        error=run.error, started_at=run.started_at, finished_at=run.finished_at,
+        qa_pairs=qa_pairs,
+    )
+
+
+def _qa_counts(session: Session, run_ids: list[int]) -> dict[int, int]:
+    rows = session.execute(select(QAPair.crawl_run_id, func.count()).where(
+        QAPair.crawl_run_id.in_(run_ids)).group_by(QAPair.crawl_run_id))
+    return {run_id: n for run_id, n in rows}
+
+
+def get_crawl_run(run_id: int, *, url: str | None = None) -> CrawlRunSummary:
+    with session_scope(url) as session:
+        run = session.get(CrawlRun, run_id)
+        if run is None:
+            raise StoreError(f"crawl run #{run_id} does not exist")
+        return _summary(run, _qa_counts(session, [run_id]).get(run_id, 0))
+
+
+def list_crawl_runs(limit: int = 50, *, url: str | None = None) -> list[CrawlRunSummary]:
+    """The newest crawl runs first, with the number of QA pairs each one added."""
+    ensure_schema(url)
+    with session_scope(url) as session:
+        runs = list(session.scalars(select(CrawlRun).order_by(CrawlRun.id.desc()).limit(limit)))
+        qa = _qa_counts(session, [r.id for r in runs])
+        return [_summary(r, qa.get(r.id, 0)) for r in runs]
