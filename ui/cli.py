@@ -1,2 +1,76 @@
-def ui_command() -> None:
-    """Start the chat app."""
+"""``loraforge ui``: serve the chat app, on localhost unless told otherwise."""
+
+from __future__ import annotations
+
+import gradio as gr
+import typer
+
+from ui.app import create_ui
+from ui.engine import ChatEngine, ChatError
+
+
+def _parse_auth(auth: str | None) -> tuple[str, str] | None:
+    if auth is None:
+        return None
+    user, sep, password = auth.partition(":")
+    if not sep or not user or not password:
+        raise ChatError("--auth takes USER:PASS, with both parts non-empty")
+    return user, password
+
+
+def launch(
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    auth: str | None = None,
+    share: bool = False,
+    block: bool = True,
+    engine: ChatEngine | None = None,
+    base: str | None = None,
+) -> tuple[gr.Blocks, str]:
+    """Build and start the app; returns it with its local URL (after Ctrl-C when ``block``)."""
+    credentials = _parse_auth(auth)
+    engine = engine or ChatEngine(base=base)
+    app = create_ui(engine)
+    app.launch(
+        server_name=host,
+        server_port=port,
+        auth=credentials,
+        share=share,
+        prevent_thread_lock=True,
+        quiet=True,
+        show_error=False,
+    )
+    url = app.local_url or f"http://{host}:{port}/"
+    typer.echo(
+        f"LoRAForge chat on {url}" + (f" (public: {app.share_url})" if app.share_url else "")
+    )
+    if block:
+        typer.echo("Press Ctrl-C to stop.")
+        try:
+            app.block_thread()
+        finally:
+            app.close(verbose=False)
+    return app, url
+
+
+def ui_command(
+    host: str = typer.Option(
+        "127.0.0.1", help="Interface to bind; 0.0.0.0 exposes the app to your network."
+    ),
+    port: int = typer.Option(7860, help="Port to listen on."),
+    auth: str | None = typer.Option(
+        None, help="Require a login, given as USER:PASS (recommended off localhost)."
+    ),
+    share: bool = typer.Option(False, help="Also open a public gradio.live link."),
+    base: str | None = typer.Option(
+        None,
+        help="Registered base model to serve; default LORAFORGE_BASE_MODEL, else the "
+        "base of the newest adapter.",
+    ),
+) -> None:
+    """Start the chat app and serve it until Ctrl-C."""
+    _parse_auth(auth)  # fail on a malformed --auth before the model loads
+    engine = ChatEngine(base=base)
+    typer.echo(f"Loading base model {engine.base_name!r} on {engine.device}…")
+    engine.load()
+    launch(host=host, port=port, auth=auth, share=share, block=True, engine=engine)

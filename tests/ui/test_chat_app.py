@@ -1,0 +1,78 @@
+"""The chat app driven over HTTP with gradio_client, as a user's browser or script would."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+
+from tests.ui.conftest import free_port, register_adapter
+from ui.cli import launch
+from ui.engine import BASE_ONLY
+
+TOKENS = 12
+
+
+def ask(client: Client, choice: str, message: str = "What is a low-rank adapter?") -> str:
+    history, box = client.predict(choice, message, [], TOKENS, api_name="/chat")
+    assert box == ""
+    assert [m["role"] for m in history] == ["user", "assistant"]
+    return "".join(part["text"] for part in history[-1]["content"])
+
+
+@pytest.fixture
+def client(served) -> Client:
+    _, url = served
+    return Client(url, verbose=False)
+
+
+def test_list_adapters_returns_base_only_and_both_adapters(client: Client):
+    update = client.predict(BASE_ONLY, api_name="/list_adapters")
+    choices = [c[0] if isinstance(c, list | tuple) else c for c in update["choices"]]
+    assert choices == [BASE_ONLY, "alpha:v1", "beta:v1"]
+
+
+def test_each_choice_replies_and_switching_never_reloads_the_base(served, client: Client):
+    engine, _ = served
+    base = ask(client, BASE_ONLY)
+    alpha = ask(client, "alpha:v1")
+    beta = ask(client, "beta:v1")
+    assert base and alpha and beta
+    assert alpha != base
+    assert ask(client, "alpha:v1") == alpha
+    assert engine.base_loads == 1
+
+
+def test_history_is_carried_into_the_next_turn(client: Client):
+    history, _ = client.predict("alpha:v1", "Hello", [], TOKENS, api_name="/chat")
+    history, _ = client.predict("alpha:v1", "And then?", history, TOKENS, api_name="/chat")
+    assert [m["role"] for m in history] == ["user", "assistant", "user", "assistant"]
+
+
+def test_concurrent_requests_on_different_adapters_get_their_own_replies(client: Client):
+    alone = {choice: ask(client, choice) for choice in ["alpha:v1", "beta:v1", BASE_ONLY]}
+    order = ["alpha:v1", "beta:v1", BASE_ONLY] * 3
+    with ThreadPoolExecutor(max_workers=len(order)) as pool:
+        together = list(pool.map(lambda choice: ask(client, choice), order))
+    assert together == [alone[choice] for choice in order]
+
+
+def test_pickle_adapter_and_overlong_message_are_refused_with_a_message(client, chat_store):
+    register_adapter("pickled", chat_store.adapter_pickle)
+    with pytest.raises(AppError, match="adapter_model.safetensors"):
+        ask(client, "pickled:v1")
+    with pytest.raises(AppError, match="limit is 2000"):
+        ask(client, "alpha:v1", "x" * 2001)
+
+
+def test_auth_refuses_a_wrong_password(engine):
+    app, url = launch(port=free_port(), auth="u:secret", block=False, engine=engine)
+    try:
+        with pytest.raises(ValueError, match="Could not login"):
+            Client(url, auth=("u", "wrong"), verbose=False)
+        client = Client(url, auth=("u", "secret"), verbose=False)
+        assert ask(client, BASE_ONLY)
+    finally:
+        app.close(verbose=False)

@@ -1,0 +1,51 @@
+"""The engine on its own: one resident base, adapters switched in place, safetensors only."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.ui.conftest import register_adapter
+from ui.engine import BASE_ONLY, ChatEngine, ChatError
+
+QUESTION = [{"role": "user", "content": "What is a low-rank adapter?"}]
+
+
+def test_choices_list_base_only_then_the_adapters_read_fresh(engine: ChatEngine, chat_store):
+    assert engine.list_choices() == [BASE_ONLY, "alpha:v1", "beta:v1"]
+    register_adapter("gamma", chat_store.adapter_b)
+    assert "gamma:v1" in engine.list_choices()
+
+
+def test_adapters_change_greedy_replies_without_reloading_the_base(engine: ChatEngine):
+    base = engine.generate(None, QUESTION, max_new_tokens=12)
+    alpha = engine.generate("alpha:v1", QUESTION, max_new_tokens=12)
+    beta = engine.generate("beta:v1", QUESTION, max_new_tokens=12)
+    assert base and alpha and beta
+    assert alpha != base and beta != alpha
+    # Switching back gives the same replies: nothing leaks between adapters.
+    assert engine.generate(BASE_ONLY, QUESTION, max_new_tokens=12) == base
+    assert engine.generate("alpha:v1", QUESTION, max_new_tokens=12) == alpha
+    assert engine.base_loads == 1
+
+
+def test_pickle_only_adapter_is_refused_with_advice(engine: ChatEngine, chat_store):
+    register_adapter("pickled", chat_store.adapter_pickle)
+    with pytest.raises(ChatError, match="adapter_model.safetensors"):
+        engine.generate("pickled:v1", QUESTION, max_new_tokens=4)
+    assert engine.base_loads == 0  # refused before anything was loaded
+
+
+def test_unknown_adapter_and_unknown_base_are_clear_errors(engine: ChatEngine, chat_store):
+    with pytest.raises(ChatError, match="unknown adapter 'nope:v1'"):
+        engine.generate("nope:v1", QUESTION)
+    with pytest.raises(ChatError, match="unknown base model 'missing'"):
+        ChatEngine(base="missing")
+
+
+def test_long_history_is_trimmed_to_fit_the_context(engine: ChatEngine):
+    turn = "The quick brown fox jumps over the lazy dog. " * 3
+    history = []
+    for _ in range(12):
+        history += [{"role": "user", "content": turn}, {"role": "assistant", "content": turn}]
+    reply = engine.generate("alpha:v1", [*history, *QUESTION], max_new_tokens=8)
+    assert isinstance(reply, str)
