@@ -43,6 +43,8 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def postgres_cluster() -> Iterator[PostgresCluster]:
     if find_pg_bin() is None:
+        if os.environ.get("LORAFORGE_REQUIRE_POSTGRES"):
+            pytest.fail("LORAFORGE_REQUIRE_POSTGRES is set but initdb/pg_ctl were not found")
         pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found; "
                     "install Debian's `postgresql` package to run these tests")
     cluster = start_cluster()

@@ -1,0 +1,53 @@
+"""The console script as a user runs it: a real subprocess, a real store."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy import create_engine, inspect
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+GROUPS = ["db", "crawl", "data", "base", "train", "adapters", "hub", "ui", "demo"]
+
+
+def run_cli(*args: str, home: Path, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess:
+    env = {**os.environ, "LORAFORGE_HOME": str(home)}
+    env.pop("LORAFORGE_DATABASE_URL", None)
+    return subprocess.run([sys.executable, "-m", "loraforge", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_help_lists_every_command_group(tmp_path: Path) -> None:
+    result = run_cli("--help", home=tmp_path)
+    assert result.returncode == 0
+    for group in GROUPS:
+        assert group in result.stdout
+
+
+def test_db_upgrade_creates_a_fresh_sqlite_store(tmp_path: Path) -> None:
+    result = run_cli("db", "upgrade", home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    tables = inspect(create_engine(f"sqlite:///{tmp_path / 'loraforge.db'}")).get_table_names()
+    assert "adapters" in tables and "alembic_version" in tables
+
+
+def test_alembic_cli_upgrades_a_fresh_store_from_the_repo_root(tmp_path: Path) -> None:
+    env = {**os.environ, "LORAFORGE_HOME": str(tmp_path)}
+    alembic = Path(sys.executable).parent / "alembic"
+    for args in (["upgrade", "head"], ["check"]):
+        result = subprocess.run([str(alembic), *args], cwd=REPO_ROOT, env=env,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+    assert (tmp_path / "loraforge.db").exists()
+
+
+def test_unmigrated_store_gives_one_clear_line(tmp_path: Path) -> None:
+    result = run_cli("adapters", "list", home=tmp_path)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "loraforge db upgrade" in lines[0]
+    assert "Traceback" not in result.stderr
