@@ -12,15 +12,19 @@ from registry.models import Adapter
 
 console = Console()
 
-db_app = typer.Typer(help="Create and migrate the store (SQLite by default, PostgreSQL by URL).",
-                     no_args_is_help=True)
+db_app = typer.Typer(
+    help="Create and migrate the store (SQLite by default, PostgreSQL by URL).",
+    no_args_is_help=True,
+)
 adapters_app = typer.Typer(help="List the adapters in the registry.", no_args_is_help=True)
 hub_app = typer.Typer(help="Push adapters to and pull them from the Hugging Face Hub.",
                       no_args_is_help=True)
 
 
 @db_app.command("upgrade")
-def db_upgrade(revision: str = typer.Argument("head", help="Alembic revision to migrate to.")) -> None:
+def db_upgrade(
+    revision: str = typer.Argument("head", help="Alembic revision to migrate to."),
+) -> None:
     """Create or migrate the store to REVISION (default: the newest)."""
     db.upgrade(revision=revision)
     url = db.get_engine().url.render_as_string(hide_password=True)
@@ -31,7 +35,8 @@ def db_upgrade(revision: str = typer.Argument("head", help="Alembic revision to 
 def db_current() -> None:
     """Print the store's URL and migration revision."""
     url = db.get_engine().url.render_as_string(hide_password=True)
-    console.print(f"{url}: revision {db.current_revision() or '(none: run `loraforge db upgrade`)'}")
+    revision = db.current_revision() or "(none: run `loraforge db upgrade`)"
+    console.print(f"{url}: revision {revision}")
 
 
 @adapters_app.command("list")

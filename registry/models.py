@@ -239,7 +239,9 @@ class BaseModel(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     source: Mapped[str] = mapped_column(String(2000))
     path: Mapped[str | None] = mapped_column(String(2000))
-    kind: Mapped[ModelKind] = mapped_column(_enum(ModelKind, "model_kind"), default=ModelKind.causal)
+    kind: Mapped[ModelKind] = mapped_column(
+        _enum(ModelKind, "model_kind"), default=ModelKind.causal
+    )
     architecture: Mapped[str | None] = mapped_column(String(200))
     parameters: Mapped[int | None]
     config: Mapped[json_dict]
@@ -259,7 +261,9 @@ class TrainingRun(Base):
         ForeignKey("dataset_snapshots.id", ondelete="RESTRICT")
     )
     config: Mapped[json_dict]
-    status: Mapped[RunStatus] = mapped_column(_enum(RunStatus, "run_status"), default=RunStatus.pending)
+    status: Mapped[RunStatus] = mapped_column(
+        _enum(RunStatus, "run_status"), default=RunStatus.pending
+    )
     metrics: Mapped[json_dict]
     loss_curve: Mapped[list[dict[str, float]]] = mapped_column(JSON, default=list)
     error: Mapped[str | None] = mapped_column(Text)

@@ -1,4 +1,4 @@
-"""Fixtures that build tiny real things: a home directory, a migrated store, a PostgreSQL cluster."""
+"""Fixtures that build tiny real things: a home, a migrated store, a PostgreSQL cluster."""
 
 from __future__ import annotations
 
