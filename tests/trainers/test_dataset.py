@@ -1,0 +1,85 @@
+"""Dataset snapshots: reproducible splits, clean failures, files that `datasets` can read."""
+
+from __future__ import annotations
+
+import pytest
+from datasets import load_dataset
+
+from registry.models import Split
+from registry.settings import get_settings
+from registry.snapshots import count_snapshots, find_snapshot, snapshot_member_ids
+from trainers.dataset import build_snapshot
+from trainers.errors import TrainerError
+
+
+def test_same_seed_gives_same_hash_and_split(qa_store):
+    first = find_snapshot(find_snapshot_name(build_snapshot(name="a", seed=0)))
+    again = find_snapshot(find_snapshot_name(build_snapshot(name="b", seed=0)))
+    other = find_snapshot(find_snapshot_name(build_snapshot(name="c", seed=1)))
+
+    assert first.content_hash == again.content_hash
+    assert snapshot_member_ids(first.id, Split.test) == snapshot_member_ids(again.id, Split.test)
+    assert other.content_hash != first.content_hash
+    assert snapshot_member_ids(other.id, Split.test) != snapshot_member_ids(first.id, Split.test)
+    assert first.counts == {"train": 36, "test": 4, "total": 40}
+
+
+def find_snapshot_name(snapshot_id: int) -> str:
+    from registry.snapshots import list_snapshots
+
+    return next(s.name for s in list_snapshots() if s.id == snapshot_id)
+
+
+def test_default_name_comes_from_the_hash_and_rebuilding_returns_the_same_snapshot(qa_store):
+    snapshot_id = build_snapshot(seed=3)
+    snap = find_snapshot(None)
+    assert snap.id == snapshot_id and snap.name == f"qa-{snap.content_hash[:8]}"
+    assert build_snapshot(seed=3) == snapshot_id
+    assert count_snapshots() == 1
+
+
+def test_reusing_a_name_for_different_content_is_refused(qa_store):
+    build_snapshot(name="mine", seed=0)
+    with pytest.raises(TrainerError, match="already called 'mine'"):
+        build_snapshot(name="mine", seed=1)
+
+
+def test_empty_selection_raises_and_leaves_no_snapshot(qa_store):
+    with pytest.raises(TrainerError, match="no QA pairs with topic 'astronomy'"):
+        build_snapshot(topic="astronomy")
+    assert count_snapshots() == 0
+    datasets_dir = get_settings().datasets_dir
+    assert not datasets_dir.exists() or not any(datasets_dir.iterdir())
+
+
+def test_empty_store_raises(home):
+    with pytest.raises(TrainerError, match="crawl some first"):
+        build_snapshot()
+    assert count_snapshots() == 0
+
+
+@pytest.mark.parametrize("kwargs", [{"test_fraction": 1.0}, {"test_fraction": -0.1},
+                                    {"limit": 0}])
+def test_bad_parameters_are_refused(qa_store, kwargs):
+    with pytest.raises(TrainerError):
+        build_snapshot(**kwargs)
+    assert count_snapshots() == 0
+
+
+def test_files_are_chats_that_datasets_can_load(qa_store):
+    build_snapshot(name="chats", limit=10, system_prompt="You are a careful health assistant.")
+    snap = find_snapshot("chats")
+    data = load_dataset("json", data_files={"train": f"{snap.path}/train.jsonl",
+                                            "test": f"{snap.path}/test.jsonl"})
+    assert (len(data["train"]), len(data["test"])) == (9, 1)
+    roles = [m["role"] for m in data["train"][0]["messages"]]
+    assert roles == ["system", "user", "assistant"]
+    assert snap.token_stats["answer_max"] <= 120
+
+
+def test_topic_selects_by_focus_area(qa_store):
+    focus = qa_store[0].focus
+    build_snapshot(name="one-topic", topic=focus.upper(), test_fraction=0)
+    snap = find_snapshot("one-topic")
+    expected = sum(1 for p in qa_store if p.focus == focus)
+    assert snap.counts["train"] == expected and snap.counts["test"] == 0

@@ -1,0 +1,235 @@
+"""Base models: build a tiny Llama from the store's own text, or register an existing one.
+
+The tiny base exists so the whole pipeline (train, compare, chat, publish) runs on a laptop CPU
+in minutes without downloading anything. It is a real ``LlamaForCausalLM`` with a real
+byte-level BPE tokenizer and a ChatML template, so code that works on it works on Hub models.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import torch
+
+from registry import bases
+from registry.db import ensure_schema
+from registry.settings import get_settings
+from trainers.errors import TrainerError
+
+BOS, EOS, PAD, IM_START = "<|endoftext|>", "<|im_end|>", "<pad>", "<|im_start|>"
+
+# ChatML. The assistant's text and its <|im_end|> sit inside {% generation %} so TRL's
+# assistant_only_loss trains the answer *and* the stop token, and nothing else.
+CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{%- if message['role'] == 'assistant' -%}"
+    "{{ '<|im_start|>assistant\n' }}"
+    "{%- generation -%}{{ message['content'] + '<|im_end|>' }}{%- endgeneration -%}"
+    "{{ '\n' }}"
+    "{%- else -%}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\n' }}{%- endif -%}"
+)
+
+MAX_CORPUS_CHARS = 8_000_000  # more text than 200 steps can read; caps tokenizer training time
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+ProgressFn = Callable[[int, int, float], None]  # (step, total steps, loss)
+
+
+def _corpus(limit_chars: int = MAX_CORPUS_CHARS) -> list[str]:
+    texts, size = [], 0
+    for text in bases.iter_store_texts():
+        texts.append(text)
+        size += len(text)
+        if size >= limit_chars:
+            break
+    return texts
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int):
+    """A byte-level BPE tokenizer with ChatML special tokens, as a transformers tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[BOS, EOS, PAD, IM_START],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # every byte encodable: no <unk>
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD,
+        additional_special_tokens=[IM_START],
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def make_config(tokenizer, hidden_size: int, layers: int, seq_len: int):
+    from transformers import LlamaConfig
+
+    if hidden_size < 32 or hidden_size % 32:
+        raise TrainerError(f"hidden size must be a positive multiple of 32, got {hidden_size}")
+    if layers < 1:
+        raise TrainerError(f"layers must be at least 1, got {layers}")
+    # Every size a multiple of 32: friendly to kernels and to LoRA ranks people try.
+    vocab = math.ceil(len(tokenizer) / 32) * 32
+    return LlamaConfig(
+        vocab_size=vocab, hidden_size=hidden_size, intermediate_size=4 * hidden_size,
+        num_hidden_layers=layers, num_attention_heads=hidden_size // 32,
+        num_key_value_heads=hidden_size // 32, head_dim=32,
+        max_position_embeddings=max(2 * seq_len, 1024), tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def _token_stream(tokenizer, texts: list[str]) -> torch.Tensor:
+    ids: list[int] = []
+    for encoded in tokenizer(texts, add_special_tokens=False)["input_ids"]:
+        ids.extend([tokenizer.bos_token_id, *encoded, tokenizer.eos_token_id])
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def pretrain(
+    model,
+    stream: torch.Tensor,
+    *,
+    steps: int,
+    seq_len: int,
+    batch_size: int = 8,
+    lr: float = 3e-3,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+) -> list[dict[str, float]]:
+    """Plain causal-LM training on random windows of ``stream``; returns the loss curve."""
+    generator = torch.Generator().manual_seed(seed)
+    window = min(seq_len, len(stream) - 1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.95))
+    warmup = max(1, steps // 10)
+
+    def schedule(step: int) -> float:  # linear warmup, cosine decay to a tenth
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.1 + 0.45 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    curve = []
+    model.train()
+    for step in range(1, steps + 1):
+        starts = torch.randint(0, len(stream) - window, (batch_size,), generator=generator)
+        batch = torch.stack([stream[s : s + window] for s in starts.tolist()])
+        loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        curve.append({"step": step, "loss": round(loss.item(), 4)})
+        if progress is not None:
+            progress(step, steps, loss.item())
+    model.eval()
+    return curve
+
+
+def build_tiny_base(
+    name: str = "tiny",
+    steps: int = 200,
+    vocab_size: int = 2048,
+    hidden_size: int = 128,
+    layers: int = 4,
+    seq_len: int = 256,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+) -> int:
+    """Train a tokenizer and a small Llama on the store's text, save, record; returns the id."""
+    from transformers import LlamaForCausalLM
+
+    ensure_schema()
+    if steps < 1:
+        raise TrainerError(f"steps must be at least 1, got {steps}")
+    if vocab_size < 300:
+        raise TrainerError(f"vocab size must be at least 300 (256 bytes + merges), "
+                           f"got {vocab_size}")
+    if bases.find_base(name) is not None:
+        raise TrainerError(f"a base model called {name!r} exists; pick another --name")
+    texts = _corpus()
+    if not texts:
+        raise TrainerError("the store has no text to train a base on; crawl some first "
+                           "(`loraforge crawl ...`)")
+
+    started = time.perf_counter()
+    torch.manual_seed(seed)
+    tokenizer = train_tokenizer(texts, vocab_size)
+    config = make_config(tokenizer, hidden_size, layers, seq_len)
+    model = LlamaForCausalLM(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    stream = _token_stream(tokenizer, texts)
+    curve = pretrain(model, stream, steps=steps, seq_len=seq_len, seed=seed, progress=progress)
+
+    final_dir = get_settings().bases_dir / name
+    final_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=final_dir.parent))
+    try:
+        model.save_pretrained(tmp_dir, safe_serialization=True)
+        tokenizer.save_pretrained(tmp_dir)
+        (tmp_dir / "pretrain_loss.json").write_text(json.dumps(curve))
+        if final_dir.exists():  # files of a base whose row is gone; the store is the truth
+            shutil.rmtree(final_dir)
+        tmp_dir.rename(final_dir)
+        n_params = sum(p.numel() for p in model.parameters())
+        return bases.record_base(
+            name=name, source="built:tiny", path=str(final_dir), architecture="LlamaForCausalLM",
+            parameters=n_params,
+            config={
+                "steps": steps, "vocab_size": config.vocab_size, "hidden_size": hidden_size,
+                "layers": layers, "seq_len": seq_len, "seed": seed, "corpus_texts": len(texts),
+                "corpus_tokens": int(len(stream)), "final_loss": curve[-1]["loss"],
+                "build_seconds": round(time.perf_counter() - started, 1),
+            },
+        )
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        shutil.rmtree(final_dir, ignore_errors=True)
+        raise
+
+
+def register_base(name: str, source: str) -> int:
+    """Record a Hub id or a local model directory as a base model; returns its id."""
+    ensure_schema()
+    if bases.find_base(name) is not None:
+        raise TrainerError(f"a base model called {name!r} exists; pick another name")
+    local = Path(source).expanduser()
+    if local.exists():
+        config_file = local / "config.json"
+        if not config_file.is_file():
+            raise TrainerError(f"{local} has no config.json; point SOURCE at a saved "
+                               "transformers model directory")
+        config = json.loads(config_file.read_text())
+        return bases.record_base(
+            name=name, source=str(local.resolve()), path=str(local.resolve()),
+            architecture=(config.get("architectures") or [None])[0], parameters=None,
+            config=config,
+        )
+    if not HUB_ID.match(source):
+        raise TrainerError(f"{source!r} is neither a local directory nor a Hub id like "
+                           "'HuggingFaceTB/SmolLM2-135M'")
+    # A Hub id is recorded as given; it is downloaded (and checked) when a run first loads it.
+    return bases.record_base(name=name, source=source, path=None, architecture=None,
+                             parameters=None, config={})
