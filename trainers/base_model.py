@@ -56,6 +56,21 @@ def _corpus(limit_chars: int = MAX_CORPUS_CHARS) -> list[str]:
     return texts
 
 
+def _snapshot_train_texts(snapshot: str) -> list[str]:
+    """The train split of a snapshot as "question\nanswer" texts (the test split stays unseen)."""
+    from registry.snapshots import find_snapshot
+
+    record = find_snapshot(snapshot)
+    if record is None or not record.path:
+        raise TrainerError(f"no dataset snapshot called {snapshot!r}; see `loraforge data list`")
+    texts = []
+    with open(Path(record.path) / "train.jsonl", encoding="utf-8") as lines:
+        for line in lines:
+            messages = json.loads(line)["messages"]
+            texts.append("\n".join(m["content"] for m in messages if m["role"] != "system"))
+    return texts
+
+
 def train_tokenizer(texts: Iterable[str], vocab_size: int):
     """A byte-level BPE tokenizer with ChatML special tokens, as a transformers tokenizer."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -155,8 +170,15 @@ def build_tiny_base(
     seq_len: int = 256,
     seed: int = 0,
     progress: ProgressFn | None = None,
+    pretrain_snapshot: str | None = None,
 ) -> int:
-    """Train a tokenizer and a small Llama on the store's text, save, record; returns the id."""
+    """Train a tokenizer and a small Llama on the store's text, save, record; returns the id.
+
+    The tokenizer always learns from the whole store. With ``pretrain_snapshot`` the model is
+    pretrained on that snapshot's train split only: a model this small cannot learn the whole
+    store in a CPU-minute, but it can learn a few dozen answers well enough for a fine-tuned
+    adapter's replies to be recognisable.
+    """
     from transformers import LlamaForCausalLM
 
     ensure_schema()
@@ -180,7 +202,8 @@ def build_tiny_base(
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.bos_token_id = tokenizer.bos_token_id
-    stream = _token_stream(tokenizer, texts)
+    pretrain_texts = _snapshot_train_texts(pretrain_snapshot) if pretrain_snapshot else texts
+    stream = _token_stream(tokenizer, pretrain_texts)
     curve = pretrain(model, stream, steps=steps, seq_len=seq_len, seed=seed, progress=progress)
 
     final_dir = get_settings().bases_dir / name
@@ -199,7 +222,8 @@ def build_tiny_base(
             parameters=n_params,
             config={
                 "steps": steps, "vocab_size": config.vocab_size, "hidden_size": hidden_size,
-                "layers": layers, "seq_len": seq_len, "seed": seed, "corpus_texts": len(texts),
+                "layers": layers, "seq_len": seq_len, "seed": seed,
+                "corpus_texts": len(pretrain_texts), "pretrain_snapshot": pretrain_snapshot,
                 "corpus_tokens": int(len(stream)), "final_loss": curve[-1]["loss"],
                 "build_seconds": round(time.perf_counter() - started, 1),
             },

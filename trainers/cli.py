@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import typer
@@ -37,6 +39,9 @@ def data_build(
                                              help="System message to open every chat with."),
     topic: str | None = typer.Option(None, "--topic",
                                      help="Only pairs whose topic or focus area is this."),
+    max_answer_words: int | None = typer.Option(
+        None, "--max-answer-words", help="Only pairs whose answer has at most this many words "
+        "(short answers fit a small max length) [default: no limit]."),
 ) -> None:
     """Freeze the store's QA pairs into train.jsonl / test.jsonl chats."""
     from registry.snapshots import list_snapshots
@@ -44,7 +49,8 @@ def data_build(
 
     with console.status("building snapshot…"):
         snapshot_id = build_snapshot(name=name, test_fraction=test_fraction, seed=seed,
-                                     limit=limit, system_prompt=system_prompt, topic=topic)
+                                     limit=limit, system_prompt=system_prompt, topic=topic,
+                                     max_answer_words=max_answer_words)
     snap = next(s for s in list_snapshots() if s.id == snapshot_id)
     console.print(f"snapshot [bold]{snap.name}[/] (#{snap.id}): {snap.counts['train']} train, "
                   f"{snap.counts['test']} test → {snap.path}")
@@ -64,6 +70,20 @@ def data_list() -> None:
     console.print(table)
 
 
+@contextmanager
+def pretrain_progress(steps: int) -> Iterator[Callable[[int, int, float], None]]:
+    """A progress bar with the running loss, for ``build_tiny_base(progress=...)``."""
+    columns = (TextColumn("pretraining"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("pretrain", total=steps, loss="-")
+
+        def on_step(step: int, total: int, loss: float) -> None:
+            progress.update(task, completed=step, loss=f"{loss:.3f}")
+
+        yield on_step
+
+
 @base_app.command("init")
 def base_init(
     name: str = typer.Option("tiny", "--name", help="Name to register the base under."),
@@ -73,21 +93,18 @@ def base_init(
     layers: int = typer.Option(4, "--layers", help="Transformer layers."),
     seq_len: int = typer.Option(256, "--seq-len", help="Pretraining window in tokens."),
     seed: int = typer.Option(0, "--seed", help="Seed for init and batches."),
+    pretrain_snapshot: str | None = typer.Option(
+        None, "--pretrain-snapshot", help="Pretrain on this snapshot's train split instead of "
+        "the whole store (the tokenizer still learns from the whole store)."),
 ) -> None:
     """Train a tiny Llama and its tokenizer on the store's text (about a minute on a CPU)."""
     from registry.bases import find_base
     from trainers.base_model import build_tiny_base
 
-    columns = (TextColumn("pretraining"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-               TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console) as progress:
-        task = progress.add_task("pretrain", total=steps, loss="-")
-
-        def on_step(step: int, total: int, loss: float) -> None:
-            progress.update(task, completed=step, loss=f"{loss:.3f}")
-
+    with pretrain_progress(steps) as on_step:
         build_tiny_base(name=name, steps=steps, vocab_size=vocab_size, hidden_size=hidden_size,
-                        layers=layers, seq_len=seq_len, seed=seed, progress=on_step)
+                        layers=layers, seq_len=seq_len, seed=seed, progress=on_step,
+                        pretrain_snapshot=pretrain_snapshot)
     base = find_base(name)
     assert base is not None
     console.print(f"base [bold]{base.name}[/]: {base.parameters:,} parameters, final loss "

@@ -67,7 +67,27 @@ def _write_jsonl(path: Path, rows: list[snapshots.QAPairData], system_prompt: st
                                ensure_ascii=False) + "\n")
 
 
-def _check_params(test_fraction: float, limit: int | None) -> None:
+def drop_repeated_questions(
+    pairs: list[snapshots.QAPairData],
+) -> tuple[list[snapshots.QAPairData], int]:
+    """Keep the first pair of each question (case and spacing ignored); return the drop count.
+
+    MedQuAD asks "What is (are) X ?" of several sections of one page. The same prompt with
+    different targets teaches a model nothing but averaging, and would leak across a split.
+    """
+    seen: set[str] = set()
+    kept = []
+    for pair in pairs:
+        key = " ".join(pair.question.lower().split())
+        if key not in seen:
+            seen.add(key)
+            kept.append(pair)
+    return kept, len(pairs) - len(kept)
+
+
+def _check_params(test_fraction: float, limit: int | None, max_answer_words: int | None) -> None:
+    if max_answer_words is not None and max_answer_words < 1:
+        raise TrainerError(f"max answer words must be at least 1, got {max_answer_words}")
     if not 0 <= test_fraction < 1:
         raise TrainerError(f"test fraction must be in [0, 1), got {test_fraction}; try 0.1")
     if limit is not None and limit < 1:
@@ -81,29 +101,32 @@ def build_snapshot(
     limit: int | None = None,
     system_prompt: str | None = None,
     topic: str | None = None,
+    max_answer_words: int | None = None,
 ) -> int:
     """Freeze the store's QA pairs into a named train/test snapshot; returns its id.
 
     With ``limit`` a seeded sample of that many pairs is taken. Building the same snapshot twice
     returns the existing one; reusing a name for different content is an error.
     """
-    _check_params(test_fraction, limit)
+    _check_params(test_fraction, limit, max_answer_words)
     ensure_schema()
-    pairs = snapshots.select_qa_pairs(topic=topic)
+    pairs, repeated = drop_repeated_questions(snapshots.select_qa_pairs(topic=topic))
+    if max_answer_words is not None:
+        pairs = [p for p in pairs if len(p.answer.split()) <= max_answer_words]
     if limit is not None and limit < len(pairs):
         pairs = sorted(random.Random(seed).sample(pairs, limit), key=lambda p: p.id)
     if not pairs:
-        where = f" with topic {topic!r}" if topic else ""
-        raise TrainerError(
-            f"no QA pairs{where} in the store; crawl some first (`loraforge crawl ...`)"
-            + (" or drop --topic" if topic else "")
-        )
+        filters = [f"--topic {topic!r}"] * bool(topic) + [
+            f"--max-answer-words {max_answer_words}"] * (max_answer_words is not None)
+        if filters:
+            raise TrainerError(f"no QA pairs match {' and '.join(filters)}; widen or drop them")
+        raise TrainerError("no QA pairs in the store; crawl some first (`loraforge crawl ...`)")
 
     train_ids, test_ids = split_ids([p.id for p in pairs], test_fraction, seed)
     by_id = {p.id: p for p in pairs}
     train, test = [by_id[i] for i in train_ids], [by_id[i] for i in test_ids]
     params = {"test_fraction": test_fraction, "limit": limit, "system_prompt": system_prompt,
-              "topic": topic, "format": "messages"}
+              "topic": topic, "max_answer_words": max_answer_words, "format": "messages"}
     content_hash = _content_hash(
         {**params, "seed": seed},
         [(p.content_hash, "train") for p in train] + [(p.content_hash, "test") for p in test],
@@ -128,7 +151,8 @@ def build_snapshot(
         tmp_dir.rename(final_dir)
         return snapshots.create_snapshot(
             name=name, kind=SNAPSHOT_KIND, params=params, seed=seed, content_hash=content_hash,
-            counts={"train": len(train), "test": len(test), "total": len(pairs)},
+            counts={"train": len(train), "test": len(test), "total": len(pairs),
+                    "repeated_questions_dropped": repeated},
             token_stats=_length_stats(pairs), path=str(final_dir),
             members=[(i, Split.train) for i in train_ids] + [(i, Split.test) for i in test_ids],
         )

@@ -21,7 +21,8 @@ def test_same_seed_gives_same_hash_and_split(qa_store):
     assert snapshot_member_ids(first.id, Split.test) == snapshot_member_ids(again.id, Split.test)
     assert other.content_hash != first.content_hash
     assert snapshot_member_ids(other.id, Split.test) != snapshot_member_ids(first.id, Split.test)
-    assert first.counts == {"train": 36, "test": 4, "total": 40}
+    assert first.counts == {"train": 36, "test": 4, "total": 40,
+                            "repeated_questions_dropped": 0}
 
 
 def find_snapshot_name(snapshot_id: int) -> str:
@@ -45,7 +46,7 @@ def test_reusing_a_name_for_different_content_is_refused(qa_store):
 
 
 def test_empty_selection_raises_and_leaves_no_snapshot(qa_store):
-    with pytest.raises(TrainerError, match="no QA pairs with topic 'astronomy'"):
+    with pytest.raises(TrainerError, match="no QA pairs match --topic 'astronomy'"):
         build_snapshot(topic="astronomy")
     assert count_snapshots() == 0
     datasets_dir = get_settings().datasets_dir
@@ -83,3 +84,17 @@ def test_topic_selects_by_focus_area(qa_store):
     snap = find_snapshot("one-topic")
     expected = sum(1 for p in qa_store if p.focus == focus)
     assert snap.counts["train"] == expected and snap.counts["test"] == 0
+
+
+def test_repeated_questions_keep_only_their_first_pair(home):
+    from registry.db import session_scope
+    from registry.models import QAPair
+
+    with session_scope() as session:
+        for i, question in enumerate(["What is (are) Gout ?", "what is (are)  gout ?",
+                                      "What causes Gout ?"]):
+            session.add(QAPair(question=question, answer=f"answer {i}", source="s",
+                               content_hash=f"h{i}"))
+    snapshot = find_snapshot(find_snapshot_name(build_snapshot(name="dedup", test_fraction=0)))
+    assert snapshot.counts["total"] == 2
+    assert snapshot.counts["repeated_questions_dropped"] == 1
