@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import re
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-
-from registry.db import ensure_schema, session_scope
+from registry.adapters import AdapterRecord, list_adapters
+from registry.bases import list_bases
+from registry.db import ensure_schema
 from registry.errors import LoraForgeError
-from registry.models import Adapter, BaseModel
 from registry.settings import get_settings, resolve_device
 
 BASE_ONLY = "base model only"
@@ -29,43 +27,16 @@ class ChatError(LoraForgeError):
     """A chat request cannot be served: unknown adapter, unsafe weights, missing base model."""
 
 
-@dataclass(frozen=True)
-class AdapterChoice:
-    """What the picker and the engine need to know about one registered adapter."""
-
-    id: int
-    label: str
-    path: str
-    base_name: str
-    base_path: str | None
-
-
-def query_adapter_choices() -> list[AdapterChoice]:
-    """Every registered adapter with its base model, newest first (read-only)."""
-    stmt = (
-        select(Adapter, BaseModel)
-        .join(BaseModel, Adapter.base_model_id == BaseModel.id)
-        .order_by(Adapter.name, Adapter.version.desc())
-    )
-    with session_scope() as session:
-        return [
-            AdapterChoice(a.id, a.label, a.path, b.name, b.path)
-            for a, b in session.execute(stmt).all()
-        ]
-
-
 def _resolve_base(name: str | None) -> tuple[str, str]:
-    """The (name, path) of the base model to serve: the one named, else a sensible default."""
-    with session_scope() as session:
-        bases = {b.name: b.path for b in session.scalars(select(BaseModel))}
-        newest_adapter = session.scalars(select(Adapter).order_by(Adapter.id.desc())).first()
-        newest_adapter_base = newest_adapter.base_model.name if newest_adapter else None
+    """The (name, what to load) of the base model to serve: the one named, else a default."""
+    bases = {b.name: b.model_path for b in list_bases()}
     if name is None:
+        adapters = list_adapters()
         default = get_settings().base_model
         if default in bases:
             name = default
-        elif newest_adapter_base is not None:
-            name = newest_adapter_base
+        elif adapters:
+            name = adapters[-1].base_name
         elif len(bases) == 1:
             name = next(iter(bases))
         else:
@@ -76,16 +47,10 @@ def _resolve_base(name: str | None) -> tuple[str, str]:
     if name not in bases:
         known = ", ".join(sorted(bases)) or "none"
         raise ChatError(f"unknown base model {name!r} (registered: {known})")
-    path = bases[name]
-    if not path or not Path(path).is_dir():
-        raise ChatError(
-            f"base model {name!r} has no local directory ({path!r}); download it again "
-            "with `loraforge base add`"
-        )
-    return name, path
+    return name, bases[name]
 
 
-def _check_safetensors(choice: AdapterChoice) -> None:
+def _check_safetensors(choice: AdapterRecord) -> None:
     adapter_dir = Path(choice.path)
     if not (adapter_dir / SAFETENSORS_WEIGHTS).is_file():
         found = (
@@ -131,7 +96,7 @@ class ChatEngine:
 
     def list_choices(self) -> list[str]:
         """Picker labels: base only, then the adapters of this base, read fresh from the store."""
-        labels = [c.label for c in query_adapter_choices() if c.base_name == self.base_name]
+        labels = [a.label for a in list_adapters() if a.base_name == self.base_name]
         return [BASE_ONLY, *labels]
 
     def generate(
@@ -156,9 +121,8 @@ class ChatEngine:
             self._activate(choice)
             return self._run(chat, max_new_tokens, temperature, top_p)
 
-    def _find(self, label: str) -> AdapterChoice:
-        choices = query_adapter_choices()
-        for choice in choices:
+    def _find(self, label: str) -> AdapterRecord:
+        for choice in list_adapters():
             if choice.label == label:
                 if choice.base_name != self.base_name:
                     raise ChatError(
@@ -185,7 +149,7 @@ class ChatEngine:
         self.model, self.tokenizer = model, tokenizer
         self.base_loads += 1
 
-    def _activate(self, choice: AdapterChoice) -> None:
+    def _activate(self, choice: AdapterRecord) -> None:
         from peft import PeftModel
 
         name = self._peft_names.get(choice.label)
