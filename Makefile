@@ -16,9 +16,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e ".[dev,postgres]"
 	touch $(STAMP)
 
+# pytest exits 5 when it collected nothing: a run that tested nothing proves nothing.
 test: install
 	$(PY) -m ruff check .
-	$(PY) -m pytest
+	$(PY) -m pytest; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 demo: install
 	$(VENV)/bin/loraforge demo

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import typer
@@ -43,23 +44,14 @@ def main(
 
 
 def run() -> None:
-    """Entry point: known errors become one red line and exit code 1."""
+    """Entry point: Typer handles usage errors; ours become one red line and exit code 1."""
+    # bitsandbytes tries to fetch an optional CPU kernel from the Hub on import and warns when
+    # it can't; its built-in fallback is what we use, so the warning is only noise.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     try:
-        app(standalone_mode=False)
+        app()
     except LoraForgeError as exc:
         if _debug:
             raise
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         sys.exit(1)
-    except typer.Abort:
-        typer.secho("aborted", fg=typer.colors.RED, err=True)
-        sys.exit(130)
-    except Exception as exc:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Exit):
-            sys.exit(exc.exit_code)
-        raise
