@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
 import typer
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import select
 
 from registry import db
-from registry.models import Adapter
 
 console = Console()
 
@@ -16,7 +19,10 @@ db_app = typer.Typer(
     help="Create and migrate the store (SQLite by default, PostgreSQL by URL).",
     no_args_is_help=True,
 )
-adapters_app = typer.Typer(help="List the adapters in the registry.", no_args_is_help=True)
+adapters_app = typer.Typer(
+    help="List, inspect, tag, delete, trace and merge the adapters in the registry.",
+    no_args_is_help=True,
+)
 hub_app = typer.Typer(help="Push adapters to and pull them from the Hugging Face Hub.",
                       no_args_is_help=True)
 
@@ -39,18 +45,214 @@ def db_current() -> None:
     console.print(f"{url}: revision {revision}")
 
 
+ADAPTER_HELP = "Adapter id, name:vN label, or name (its newest version)."
+
+
+def _fmt(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value)) or "-"
+    return str(value)
+
+
 @adapters_app.command("list")
 def adapters_list() -> None:
     """A table of adapters with their key metrics."""
+    from registry.adapter_ops import show_adapter
+    from registry.adapters import list_adapters
+
     db.ensure_schema()
-    table = Table("id", "adapter", "method", "base", "trainable", "final loss", "path")
-    with db.session_scope() as session:
-        for adapter in session.scalars(select(Adapter).order_by(Adapter.id)):
-            m = adapter.metrics or {}
-            table.add_row(
-                str(adapter.id), adapter.label, adapter.method, adapter.base_model.name,
-                f"{m.get('trainable_params', '-')}",
-                f"{m['final_loss']:.3f}" if "final_loss" in m else "-",
-                adapter.path,
-            )
+    table = Table("id", "adapter", "method", "base", "trainable", "final loss", "tags", "source")
+    for record in list_adapters():
+        detail = show_adapter(record.id)
+        m = detail.metrics
+        table.add_row(
+            str(detail.id), detail.label, detail.method, detail.base_name,
+            _fmt(m.get("trainable_params")), _fmt(m.get("final_loss")), _fmt(detail.tags),
+            detail.source_repo or detail.snapshot_name or "-",
+        )
     console.print(table)
+
+
+@adapters_app.command("show")
+def adapters_show(
+    adapter: str = typer.Argument(..., help=ADAPTER_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print the record as JSON."),
+) -> None:
+    """The full record of one adapter: files, LoRA config, metrics, tags, publications."""
+    from registry.adapter_ops import show_adapter
+
+    db.ensure_schema()
+    detail = show_adapter(adapter)
+    if as_json:
+        typer.echo(json.dumps(asdict(detail), indent=2, default=str))
+        return
+    table = Table("field", "value", show_header=False)
+    for key, value in asdict(detail).items():
+        if key in ("metrics", "lora_config", "publications"):
+            continue
+        table.add_row(key, _fmt(value))
+    for key, value in sorted(detail.lora_config.items()):
+        table.add_row(f"lora.{key}", _fmt(value))
+    for key, value in sorted(detail.metrics.items()):
+        table.add_row(f"metric.{key}", _fmt(value))
+    for pub in detail.publications:
+        table.add_row("published", f"{pub.repo_id}@{pub.revision} {pub.commit_sha} {pub.url}")
+    console.print(table)
+
+
+@adapters_app.command("compare")
+def adapters_compare(
+    adapters: Annotated[list[str], typer.Argument(help="Two or more adapters. " + ADAPTER_HELP)],
+) -> None:
+    """Several adapters side by side: method, base, data, LoRA settings and every metric."""
+    from registry.adapter_ops import compare_adapters
+
+    db.ensure_schema()
+    details = compare_adapters(adapters)
+    table = Table("", *[d.label for d in details])
+    rows = {"method": [d.method for d in details], "base": [d.base_name for d in details],
+            "snapshot": [d.snapshot_name for d in details], "tags": [d.tags for d in details],
+            "source repo": [d.source_repo for d in details]}
+    for key in sorted({k for d in details for k in d.lora_config} - {"base_model_name_or_path"}):
+        rows[f"lora.{key}"] = [d.lora_config.get(key) for d in details]
+    for key in sorted({k for d in details for k in d.metrics}):
+        rows[key] = [d.metrics.get(key) for d in details]
+    for key, values in rows.items():
+        table.add_row(key, *[_fmt(v) for v in values])
+    console.print(table)
+
+
+@adapters_app.command("tag")
+def adapters_tag(
+    adapter: str = typer.Argument(..., help=ADAPTER_HELP),
+    add: Annotated[list[str] | None, typer.Option(
+        "--add", "-a", help="Tag to add (repeatable).")] = None,
+    remove: Annotated[list[str] | None, typer.Option(
+        "--remove", "-r", help="Tag to remove (repeatable).")] = None,
+) -> None:
+    """Add or remove tags; with neither, print the adapter's tags. Versions are name:vN."""
+    from registry.adapter_ops import show_adapter, tag_adapter
+
+    db.ensure_schema()
+    tags = tag_adapter(adapter, add=add or [], remove=remove or []) if add or remove \
+        else show_adapter(adapter).tags
+    console.print(f"{adapter}: {', '.join(tags) or '(no tags)'}")
+
+
+@adapters_app.command("delete")
+def adapters_delete(
+    adapter: str = typer.Argument(..., help=ADAPTER_HELP),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+) -> None:
+    """Remove an adapter's row and its files (under LORAFORGE_HOME) together."""
+    from registry.adapter_ops import delete_adapter
+    from registry.adapters import get_adapter
+
+    db.ensure_schema()
+    record = get_adapter(adapter)
+    if not yes:
+        typer.confirm(f"delete {record.label} and {record.path}?", abort=True)
+    label, removed = delete_adapter(record.id)
+    where = "and its files" if removed else "(files outside LORAFORGE_HOME left in place)"
+    console.print(f"deleted {label} {where}")
+
+
+@adapters_app.command("lineage")
+def adapters_lineage(
+    adapter: str = typer.Argument(..., help=ADAPTER_HELP),
+    urls: int = typer.Option(10, "--urls", min=0, help="How many source URLs to list."),
+) -> None:
+    """Walk adapter → run → dataset snapshot → articles/QA pairs → crawl runs and URLs."""
+    from registry.lineage import adapter_lineage
+
+    db.ensure_schema()
+    lin = adapter_lineage(adapter)
+    console.print(f"[bold]{lin.adapter_label}[/] on base {lin.base_name} ({lin.base_source})")
+    if lin.source_repo:
+        console.print(f"└ pulled from {lin.source_repo} @ {lin.source_revision}")
+    if lin.run is not None:
+        console.print(f"└ training run #{lin.run.id}: {lin.run.method}, {lin.run.status}")
+    if lin.snapshot is None:
+        console.print("  (no dataset snapshot recorded)")
+        return
+    snap = lin.snapshot
+    console.print(f"  └ snapshot {snap.name} ({snap.kind}, seed {snap.seed}, "
+                  f"{_fmt([f'{k} {v}' for k, v in sorted(snap.split_sizes.items())])})")
+    console.print(f"    └ {lin.qa_pairs} QA pairs, {lin.articles} articles, "
+                  f"topics: {_fmt(lin.topics)}")
+    for crawl in lin.crawl_runs:
+        console.print(f"      └ crawl run #{crawl.id}: {crawl.spider} ({crawl.source or '-'}), "
+                      f"{crawl.status}, {crawl.started_at:%Y-%m-%d %H:%M}")
+    for url in lin.urls[:urls]:
+        console.print(f"        · {url}", soft_wrap=True)
+    if len(lin.urls) > urls:
+        console.print(f"        · … {len(lin.urls) - urls} more (--urls N)")
+
+
+@adapters_app.command("merge")
+def adapters_merge(
+    adapter: Annotated[str, typer.Argument(help=ADAPTER_HELP)],
+    out: Annotated[Path, typer.Option("--out", help="New directory for the merged model.")],
+) -> None:
+    """Fold the adapter into its base and write the full model as safetensors."""
+    from registry.adapter_ops import merge_adapter
+
+    db.ensure_schema()
+    with console.status(f"merging {adapter} into its base"):
+        path = merge_adapter(adapter, out)
+    console.print(f"merged model → {path}")
+
+
+@hub_app.command("push")
+def hub_push(
+    adapter: str = typer.Argument(..., help=ADAPTER_HELP),
+    repo: str = typer.Option(..., "--repo", help="Target repo, OWNER/NAME."),
+    private: bool = typer.Option(False, "--private", help="Create the repo as private."),
+    revision: str = typer.Option("main", "--revision", help="Branch to push to (created if new)."),
+    endpoint: str | None = typer.Option(
+        None, "--endpoint", help="Hub URL; default: HF_ENDPOINT or https://huggingface.co."),
+    exist_ok: bool = typer.Option(
+        False, "--exist-ok", help="Push a new commit to a repo that already exists."),
+    license: str = typer.Option("other", "--license", help="License id for the model card."),
+    language: Annotated[list[str] | None, typer.Option(
+        "--language", help="Language code (repeatable); default: the articles' languages.")] = None,
+    dataset: Annotated[list[str] | None, typer.Option(
+        "--dataset", help="Hub dataset id for the card (repeatable); default: snapshot name.")
+    ] = None,
+) -> None:
+    """Upload an adapter with a generated model card. The token comes from HF_TOKEN or
+    `hf auth login` and is never stored or printed."""
+    from registry.hub import push_adapter
+    from registry.model_card import CardOptions
+
+    db.ensure_schema()
+    card = CardOptions(license=license, language=tuple(language or ()),
+                       datasets=tuple(dataset or ()))
+    pub = push_adapter(adapter, repo, private=private, revision=revision, endpoint=endpoint,
+                       exist_ok=exist_ok, card=card)
+    console.print(f"pushed {pub.adapter_label} → {pub.url} (commit {pub.commit_sha[:12]})")
+
+
+@hub_app.command("pull")
+def hub_pull(
+    repo: str = typer.Argument(..., help="Repo to fetch, OWNER/NAME."),
+    revision: str | None = typer.Option(None, "--revision", help="Branch, tag or commit; "
+                                        "default: main."),
+    endpoint: str | None = typer.Option(
+        None, "--endpoint", help="Hub URL; default: HF_ENDPOINT or https://huggingface.co."),
+    name: str | None = typer.Option(None, "--name", help="Register under this name; default: "
+                                    "the repo's name."),
+    base: str | None = typer.Option(None, "--base", help="Registered base to attach it to; "
+                                    "default: matched from adapter_config.json and the card."),
+) -> None:
+    """Download a PEFT adapter (safetensors only), validate it and register it."""
+    from registry.hub import pull_adapter
+
+    db.ensure_schema()
+    pulled = pull_adapter(repo, revision=revision, endpoint=endpoint, name=name, base=base)
+    console.print(f"pulled {repo}@{pulled.revision[:12]} → {pulled.label} on base "
+                  f"{pulled.base_name} ({pulled.path})")

@@ -1,0 +1,119 @@
+"""The README.md (model card) pushed with an adapter: Hub YAML metadata plus a body that says
+what it was trained on, its metrics, how to load it with PEFT and where its data came from."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from huggingface_hub import ModelCard, ModelCardData
+
+from registry.adapter_ops import AdapterDetail
+from registry.lineage import Lineage
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+MAX_URLS_IN_CARD = 20
+
+
+@dataclass(frozen=True)
+class CardOptions:
+    license: str = "other"
+    language: tuple[str, ...] = ()
+    datasets: tuple[str, ...] = ()
+    pipeline_tag: str = "text-generation"
+
+
+def base_model_id(detail: AdapterDetail) -> str:
+    """The Hub id of the base when it came from the Hub, else its registry name."""
+    return detail.base_source if HUB_ID.match(detail.base_source) else detail.base_name
+
+
+def _metric_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value).replace("|", "\\|")
+
+
+def _metrics_table(metrics: dict[str, Any]) -> str:
+    rows = [(k, v) for k, v in sorted(metrics.items()) if not isinstance(v, (dict, list))]
+    if not rows:
+        return "No metrics were recorded for this adapter."
+    lines = ["| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {_metric_value(v)} |" for k, v in rows]
+    return "\n".join(lines)
+
+
+def _trained_on(detail: AdapterDetail, lineage: Lineage) -> str:
+    if lineage.snapshot is None:
+        if lineage.source_repo:
+            return (f"Pulled from `{lineage.source_repo}` at revision "
+                    f"`{lineage.source_revision}`; its training data is not recorded here.")
+        return "The training data of this adapter is not recorded in the registry."
+    snap = lineage.snapshot
+    splits = ", ".join(f"{n} {s}" for s, n in sorted(snap.split_sizes.items())) or "no members"
+    topics = f" on {', '.join(lineage.topics)}" if lineage.topics else ""
+    return (f"A `{detail.method}` adapter for `{base_model_id(detail)}`, trained on dataset "
+            f"snapshot `{snap.name}` ({snap.kind}, seed {snap.seed}; {splits}): "
+            f"{lineage.qa_pairs} question/answer pairs and {lineage.articles} articles"
+            f"{topics}, crawled from {len(lineage.urls)} URLs.")
+
+
+def _lineage_section(lineage: Lineage) -> str:
+    lines = [f"- Adapter: `{lineage.adapter_label}`",
+             f"- Base model: `{lineage.base_name}` (source: `{lineage.base_source}`)"]
+    if lineage.run is not None:
+        lines.append(f"- Training run #{lineage.run.id}: {lineage.run.method}, "
+                     f"{lineage.run.status}")
+    if lineage.snapshot is not None:
+        lines.append(f"- Dataset snapshot `{lineage.snapshot.name}` "
+                     f"(content hash `{lineage.snapshot.content_hash[:16]}`)")
+    for crawl in lineage.crawl_runs:
+        source = f" of {crawl.source}" if crawl.source else ""
+        lines.append(f"- Crawl run #{crawl.id}: spider `{crawl.spider}`{source}, {crawl.status}")
+    if lineage.urls:
+        shown = lineage.urls[:MAX_URLS_IN_CARD]
+        more = len(lineage.urls) - len(shown)
+        lines.append("- Source URLs:")
+        lines += [f"  - <{url}>" for url in shown]
+        if more:
+            lines.append(f"  - … and {more} more")
+    if lineage.source_repo:
+        lines.append(f"- Pulled from `{lineage.source_repo}` @ `{lineage.source_revision}`")
+    return "\n".join(lines)
+
+
+def _how_to_load(repo_id: str, base: str) -> str:
+    return (
+        "```python\n"
+        "from peft import PeftModel\n"
+        "from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+        f'base = AutoModelForCausalLM.from_pretrained("{base}")\n'
+        f'tokenizer = AutoTokenizer.from_pretrained("{base}")\n'
+        f'model = PeftModel.from_pretrained(base, "{repo_id}")\n'
+        "```\n\n"
+        f"Or with LoRAForge: `loraforge hub pull {repo_id}`."
+    )
+
+
+def build_model_card(
+    detail: AdapterDetail, lineage: Lineage, repo_id: str, options: CardOptions
+) -> ModelCard:
+    base = base_model_id(detail)
+    languages = list(options.language) or lineage.languages or ["en"]
+    datasets = list(options.datasets) or (
+        [lineage.snapshot.name] if lineage.snapshot is not None else [])
+    tags = list(dict.fromkeys(["peft", "lora", detail.method, "loraforge", *detail.tags,
+                               *lineage.topics]))
+    data = ModelCardData(
+        base_model=base, library_name="peft", pipeline_tag=options.pipeline_tag, tags=tags,
+        datasets=datasets or None, language=languages, license=options.license,
+    )
+    body = "\n\n".join([
+        f"# {repo_id.split('/', 1)[1]}",
+        f"## Training data\n\n{_trained_on(detail, lineage)}",
+        f"## Metrics\n\n{_metrics_table(detail.metrics)}",
+        f"## How to load\n\n{_how_to_load(repo_id, base)}",
+        f"## Lineage\n\n{_lineage_section(lineage)}",
+    ])
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}\n")
