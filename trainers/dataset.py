@@ -1,17 +1,19 @@
-"""Build a dataset snapshot: QA pairs from the store → single-turn chats → train/test jsonl.
+"""Build a dataset snapshot: select from the store → examples → leakage-free split → files + row.
 
-A snapshot is reproducible: the same QA pairs, parameters and seed give the same split and the
-same content hash, which is also what the default name is made from.
+A snapshot is reproducible: the same inputs, parameters and seed give the same split and the
+same content hash, which is also what the default name is made from. Pieces live in
+``trainers/data/``; this module strings them together in the order they run.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import shutil
-import statistics
 import tempfile
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,58 +21,20 @@ from registry import snapshots
 from registry.db import ensure_schema
 from registry.models import Split
 from registry.settings import get_settings
+from trainers.data import diversity, examples, export
+from trainers.data.examples import SNAPSHOT_KINDS, Example, to_messages
+from trainers.data.formatting import encode_chat, length_stats, pack
+from trainers.data.spec import SnapshotSpec
+from trainers.data.splits import duplicate_groups, normalize, plan_split
 from trainers.errors import TrainerError
 
-SNAPSHOT_KIND = "qa-chat"
+__all__ = ["build_snapshot", "to_messages", "drop_repeated_questions", "SnapshotSpec"]
+
+EmbedProgress = Callable[[int, int], None]
 
 
-def to_messages(question: str, answer: str | None, system_prompt: str | None = None) -> list[dict]:
-    """One single-turn chat; without ``answer`` it is the prompt to generate from."""
-    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    messages.append({"role": "user", "content": question.strip()})
-    if answer is not None:
-        messages.append({"role": "assistant", "content": answer.strip()})
-    return messages
-
-
-def split_ids(ids: list[int], test_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Shuffle with ``seed`` and cut off the test share; both parts come back sorted."""
-    shuffled = sorted(ids)
-    random.Random(seed).shuffle(shuffled)
-    n_test = round(len(shuffled) * test_fraction)
-    if test_fraction > 0 and len(shuffled) >= 2:
-        n_test = max(n_test, 1)  # a requested test split should never come out empty
-    n_test = min(n_test, len(shuffled) - 1)  # and the training split never
-    return sorted(shuffled[n_test:]), sorted(shuffled[:n_test])
-
-
-def _content_hash(params: dict[str, Any], members: list[tuple[str, str]]) -> str:
-    payload = json.dumps({"params": params, "members": sorted(members)}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()
-
-
-def _length_stats(rows: list[snapshots.QAPairData]) -> dict[str, Any]:
-    # Word counts, not tokens: the snapshot must not depend on any one tokenizer.
-    q = [len(r.question.split()) for r in rows]
-    a = [len(r.answer.split()) for r in rows]
-    return {
-        "unit": "words",
-        "question_mean": round(statistics.fmean(q), 1), "question_max": max(q),
-        "answer_mean": round(statistics.fmean(a), 1), "answer_max": max(a),
-    }
-
-
-def _write_jsonl(path: Path, rows: list[snapshots.QAPairData], system_prompt: str | None) -> None:
-    with path.open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps({"messages": to_messages(row.question, row.answer, system_prompt)},
-                               ensure_ascii=False) + "\n")
-
-
-def drop_repeated_questions(
-    pairs: list[snapshots.QAPairData],
-) -> tuple[list[snapshots.QAPairData], int]:
-    """Keep the first pair of each question (case and spacing ignored); return the drop count.
+def drop_repeated_questions(pairs: list[Any]) -> tuple[list[Any], int]:
+    """Keep the first pair of each question (case, spacing and punctuation ignored).
 
     MedQuAD asks "What is (are) X ?" of several sections of one page. The same prompt with
     different targets teaches a model nothing but averaging, and would leak across a split.
@@ -78,20 +42,195 @@ def drop_repeated_questions(
     seen: set[str] = set()
     kept = []
     for pair in pairs:
-        key = " ".join(pair.question.lower().split())
+        key = normalize(pair.question)
         if key not in seen:
             seen.add(key)
             kept.append(pair)
     return kept, len(pairs) - len(kept)
 
 
-def _check_params(test_fraction: float, limit: int | None, max_answer_words: int | None) -> None:
-    if max_answer_words is not None and max_answer_words < 1:
-        raise TrainerError(f"max answer words must be at least 1, got {max_answer_words}")
-    if not 0 <= test_fraction < 1:
-        raise TrainerError(f"test fraction must be in [0, 1), got {test_fraction}; try 0.1")
-    if limit is not None and limit < 1:
-        raise TrainerError(f"limit must be at least 1, got {limit}; leave it out to use every pair")
+def _check_topic(spec: SnapshotSpec) -> None:
+    if spec.topic and spec.kind != "import" and spec.topic.lower() not in snapshots.known_topics():
+        known = sorted(snapshots.known_topics())
+        hint = f"; known: {', '.join(known[:8])}{' …' if len(known) > 8 else ''}" if known else ""
+        raise TrainerError(f"unknown topic {spec.topic!r}{hint}")
+
+
+def _select(spec: SnapshotSpec) -> tuple[list[Example], int]:
+    """The examples the spec selects, and how many repeated questions were dropped."""
+    if spec.kind == "import":
+        return examples.read_instruction_file(Path(spec.import_file or "")), 0
+    if spec.kind == "qa":
+        pairs, repeated = drop_repeated_questions(snapshots.select_qa_pairs(where=spec.where))
+        return examples.from_qa_pairs(pairs, spec.system_prompt), repeated
+    articles = snapshots.select_articles(spec.where)
+    if spec.kind == "chunks":
+        return examples.from_article_chunks(articles, spec.chunk_words), 0
+    return examples.from_article_headings(articles, spec.system_prompt), 0
+
+
+def _empty_selection(spec: SnapshotSpec) -> TrainerError:
+    filters = spec.where.describe() if spec.kind != "import" else ""
+    if spec.max_answer_words is not None:
+        filters = " and ".join(f for f in (filters, f"--max-answer-words {spec.max_answer_words}")
+                               if f)
+    what = {"qa": "QA pairs", "chunks": "articles", "headings": "article sections",
+            "import": "records"}[spec.kind]
+    if filters:
+        return TrainerError(f"no {what} match {filters}; widen or drop them")
+    if spec.kind == "import":
+        return TrainerError(f"{spec.import_file} holds no records")
+    return TrainerError(f"no {what} in the store; crawl some first (`loraforge crawl ...`)")
+
+
+@dataclass
+class _Built:
+    chosen: list[Example]
+    counts: dict[str, Any]
+    diverse: tuple[Any, Any] | None = None  # (embeddings, DiverseChoice) for the plot
+
+
+def _narrow(spec: SnapshotSpec, found: list[Example],
+            progress: EmbedProgress | None) -> _Built:
+    chosen = found
+    if spec.max_answer_words is not None:
+        chosen = [e for e in chosen if len(e.answer.split()) <= spec.max_answer_words]
+    counts: dict[str, Any] = {}
+    if spec.limit is not None and spec.limit < len(chosen):
+        picked = set(random.Random(spec.seed).sample(range(len(chosen)), spec.limit))
+        chosen = [e for i, e in enumerate(chosen) if i in picked]
+    if spec.clusters is not None and chosen:
+        encoder = diversity.load_encoder(spec.encoder)
+        vectors = diversity.embed([f"{e.prompt}\n{e.answer}".strip() for e in chosen], encoder,
+                                  progress=progress)
+        labels = diversity.cluster(vectors, spec.clusters, spec.seed)
+        choice = diversity.choose_per_cluster(labels, spec.per_cluster, spec.seed)
+        counts["clusters"] = {str(k): v for k, v in sorted(choice.per_cluster.items())}
+        counts["cluster_top_up"] = choice.topped_up
+        built = _Built([chosen[i] for i in choice.chosen], counts, (vectors, choice))
+        return built
+    return _Built(chosen, counts)
+
+
+def _split(spec: SnapshotSpec, chosen: list[Example]) -> tuple[dict[str, list[Example]], dict]:
+    fields = [[e.prompt for e in chosen], [e.answer for e in chosen]]
+    if spec.kind == "chunks":
+        fields = fields[1:]  # chunks have no prompt
+    groups = duplicate_groups(fields, spec.near_duplicate_threshold)
+    strata = [e.columns.get(spec.stratify) if spec.stratify else None for e in chosen]
+    plan = plan_split(groups, strata, validation_fraction=spec.validation_fraction,
+                      test_fraction=spec.test_fraction, seed=spec.seed)
+    parts: dict[str, list[Example]] = defaultdict(list)
+    for example, split in zip(chosen, plan.assignment, strict=True):
+        parts[split].append(example)
+    return ({s: parts.get(s, []) for s in ("train", "validation", "test")},
+            {"duplicate_groups": plan.groups, "grouped_examples": plan.grouped_examples})
+
+
+def _content_hash(params: dict[str, Any], seed: int, parts: dict[str, list[Example]]) -> str:
+    import hashlib
+
+    members = sorted((e.key, split) for split, rows in parts.items() for e in rows)
+    payload = json.dumps({"params": params, "seed": seed, "members": members}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    from registry.bases import find_base
+
+    base = find_base(name)
+    path = base.model_path if base is not None else name
+    if base is None and not Path(path).is_dir():
+        raise TrainerError(f"no base model or tokenizer directory called {name!r}; see "
+                           "`loraforge base list`")
+    return AutoTokenizer.from_pretrained(path, local_files_only=True)
+
+
+def _tokenize(spec: SnapshotSpec, parts: dict[str, list[Example]], out: Path,
+              ) -> tuple[dict[str, list[int]], dict[str, Any]]:
+    """Write tokenized/<split>.jsonl; return full token lengths per split and what happened."""
+    tokenizer = _load_tokenizer(spec.tokenizer or "")
+    (out / "tokenized").mkdir()
+    lengths: dict[str, list[int]] = {}
+    truncated = no_target = 0
+    for split, rows in parts.items():
+        encoded = []
+        for e in rows:
+            if e.messages is not None:
+                enc = encode_chat(e.messages, tokenizer, spec.template, spec.max_length)
+            else:
+                enc = _encode_text(e.text or "", tokenizer, spec.max_length)
+            encoded.append(enc)
+        lengths[split] = [e.full_length for e in encoded]
+        truncated += sum(e.truncated for e in encoded)
+        no_target += sum(all(label == -100 for label in e.labels) for e in encoded)
+        packed = pack(encoded, spec.max_length) if spec.packing else encoded
+        if rows:
+            export.write_jsonl(out / "tokenized" / f"{split}.jsonl", export.tokenized_rows(packed))
+    return lengths, {"truncated": truncated, "truncated_to_no_target": no_target}
+
+
+def _encode_text(text: str, tokenizer, max_length: int):
+    from trainers.data.formatting import EncodedExample
+
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if tokenizer.eos_token_id is not None:
+        ids = [*ids, tokenizer.eos_token_id]
+    return EncodedExample(ids[:max_length], ids[:max_length], len(ids))
+
+
+def _word_lengths(parts: dict[str, list[Example]]) -> dict[str, list[int]]:
+    return {split: [len(f"{e.prompt} {e.answer}".split()) for e in rows]
+            for split, rows in parts.items()}
+
+
+def _write_files(spec: SnapshotSpec, built: _Built, parts: dict[str, list[Example]],
+                 out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split files, tokenized rows and plots into ``out``; returns (token stats, extra counts)."""
+    for split, rows in parts.items():
+        if rows or split != "validation":  # the LoRA backend expects train and test to exist
+            export.write_jsonl(out / f"{split}.jsonl", (e.row() for e in rows))
+    extra: dict[str, Any] = {}
+    if spec.tokenizer:
+        lengths, extra = _tokenize(spec, parts, out)
+        unit = "tokens"
+    else:
+        lengths, unit = _word_lengths(parts), "words"
+    every = [n for split in lengths.values() for n in split]
+    stats = {**length_stats(every, unit),
+             "per_split": {s: length_stats(v, unit) for s, v in lengths.items() if v}}
+    if unit == "words":  # the answer-only numbers the older snapshots recorded
+        answers = [len(e.answer.split()) for rows in parts.values() for e in rows]
+        stats.update(answer_mean=round(sum(answers) / len(answers), 1), answer_max=max(answers))
+    export.plot_length_histogram(lengths, unit, out / export.HISTOGRAM,
+                                 spec.max_length if spec.tokenizer else None)
+    if built.diverse is not None:
+        diversity.plot_clusters(*built.diverse, out / export.CLUSTERS)
+    return stats, extra
+
+
+def _members(parts: dict[str, list[Example]]) -> list[snapshots.SnapshotMember]:
+    """One member per stored origin: an article's chunks or sections share one split."""
+    seen: set[tuple[str, int]] = set()
+    members = []
+    for split, rows in parts.items():
+        for e in rows:
+            origin = ("qa", e.qa_pair_id) if e.qa_pair_id is not None else ("article", e.article_id)
+            if origin[1] is None or origin in seen:
+                continue
+            seen.add(origin)
+            members.append(snapshots.SnapshotMember(Split(split), e.qa_pair_id, e.article_id))
+    return members
+
+
+def _topic_counts(parts: dict[str, list[Example]]) -> dict[str, dict[str, int]]:
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for split, rows in parts.items():
+        for e in rows:
+            counts[str(e.columns.get("topic") or "-")][split] += 1
+    return {topic: dict(c) for topic, c in sorted(counts.items())}
 
 
 def build_snapshot(
@@ -102,36 +241,29 @@ def build_snapshot(
     system_prompt: str | None = None,
     topic: str | None = None,
     max_answer_words: int | None = None,
+    *,
+    embed_progress: EmbedProgress | None = None,
+    **options: Any,
 ) -> int:
-    """Freeze the store's QA pairs into a named train/test snapshot; returns its id.
+    """Freeze a selection of the store into a named snapshot; returns its id.
 
-    With ``limit`` a seeded sample of that many pairs is taken. Building the same snapshot twice
-    returns the existing one; reusing a name for different content is an error.
+    ``options`` are the other fields of ``SnapshotSpec`` (kind, validation_fraction, source,
+    clusters, tokenizer, template, ...). Building the same snapshot twice returns the existing
+    one; reusing a name for different content is an error. Nothing is recorded on failure.
     """
-    _check_params(test_fraction, limit, max_answer_words)
+    spec = SnapshotSpec(test_fraction=test_fraction, seed=seed, limit=limit,
+                        system_prompt=system_prompt, topic=topic,
+                        max_answer_words=max_answer_words, **options)
     ensure_schema()
-    pairs, repeated = drop_repeated_questions(snapshots.select_qa_pairs(topic=topic))
-    if max_answer_words is not None:
-        pairs = [p for p in pairs if len(p.answer.split()) <= max_answer_words]
-    if limit is not None and limit < len(pairs):
-        pairs = sorted(random.Random(seed).sample(pairs, limit), key=lambda p: p.id)
-    if not pairs:
-        filters = [f"--topic {topic!r}"] * bool(topic) + [
-            f"--max-answer-words {max_answer_words}"] * (max_answer_words is not None)
-        if filters:
-            raise TrainerError(f"no QA pairs match {' and '.join(filters)}; widen or drop them")
-        raise TrainerError("no QA pairs in the store; crawl some first (`loraforge crawl ...`)")
-
-    train_ids, test_ids = split_ids([p.id for p in pairs], test_fraction, seed)
-    by_id = {p.id: p for p in pairs}
-    train, test = [by_id[i] for i in train_ids], [by_id[i] for i in test_ids]
-    params = {"test_fraction": test_fraction, "limit": limit, "system_prompt": system_prompt,
-              "topic": topic, "max_answer_words": max_answer_words, "format": "messages"}
-    content_hash = _content_hash(
-        {**params, "seed": seed},
-        [(p.content_hash, "train") for p in train] + [(p.content_hash, "test") for p in test],
-    )
-    name = name or f"qa-{content_hash[:8]}"
+    _check_topic(spec)
+    found, repeated = _select(spec)
+    built = _narrow(spec, found, embed_progress)
+    if not built.chosen:
+        raise _empty_selection(spec)
+    parts, leak_counts = _split(spec, built.chosen)
+    params = spec.as_params()
+    content_hash = _content_hash(params, spec.seed, parts)
+    name = name or f"{spec.kind}-{content_hash[:8]}"
 
     existing = snapshots.find_snapshot(name)
     if existing is not None:
@@ -139,22 +271,23 @@ def build_snapshot(
             return existing.id
         raise TrainerError(f"a different snapshot is already called {name!r}; pick another --name")
 
+    counts: dict[str, Any] = {split: len(rows) for split, rows in parts.items()}
+    counts.update(total=len(built.chosen), repeated_questions_dropped=repeated, **leak_counts,
+                  **built.counts, topics=_topic_counts(parts))
     final_dir = get_settings().datasets_dir / name
     final_dir.parent.mkdir(parents=True, exist_ok=True)
     # Files go to a temp dir first and are renamed in place, so a crash leaves no half snapshot.
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=final_dir.parent))
     try:
-        _write_jsonl(tmp_dir / "train.jsonl", train, system_prompt)
-        _write_jsonl(tmp_dir / "test.jsonl", test, system_prompt)
+        stats, extra = _write_files(spec, built, parts, tmp_dir)
+        counts.update(extra)
         if final_dir.exists():  # left over from a store that was reset
             shutil.rmtree(final_dir)
         tmp_dir.rename(final_dir)
         return snapshots.create_snapshot(
-            name=name, kind=SNAPSHOT_KIND, params=params, seed=seed, content_hash=content_hash,
-            counts={"train": len(train), "test": len(test), "total": len(pairs),
-                    "repeated_questions_dropped": repeated},
-            token_stats=_length_stats(pairs), path=str(final_dir),
-            members=[(i, Split.train) for i in train_ids] + [(i, Split.test) for i in test_ids],
+            name=name, kind=SNAPSHOT_KINDS[spec.kind], params=params, seed=spec.seed,
+            content_hash=content_hash, counts=counts, token_stats=stats, path=str(final_dir),
+            members=_members(parts),
         )
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)

@@ -21,8 +21,10 @@ def test_same_seed_gives_same_hash_and_split(qa_store):
     assert snapshot_member_ids(first.id, Split.test) == snapshot_member_ids(again.id, Split.test)
     assert other.content_hash != first.content_hash
     assert snapshot_member_ids(other.id, Split.test) != snapshot_member_ids(first.id, Split.test)
-    assert first.counts == {"train": 36, "test": 4, "total": 40,
-                            "repeated_questions_dropped": 0}
+    counts = first.counts
+    assert (counts["train"], counts["validation"], counts["test"]) == (36, 0, 4)
+    assert (counts["total"], counts["repeated_questions_dropped"]) == (40, 0)
+    assert counts["topics"] == {"health": {"train": 36, "test": 4}}
 
 
 def find_snapshot_name(snapshot_id: int) -> str:
@@ -46,7 +48,10 @@ def test_reusing_a_name_for_different_content_is_refused(qa_store):
 
 
 def test_empty_selection_raises_and_leaves_no_snapshot(qa_store):
-    with pytest.raises(TrainerError, match="no QA pairs match --topic 'astronomy'"):
+    with pytest.raises(TrainerError,
+                       match="no QA pairs match --topic 'health' and --max-answer-words 1;"):
+        build_snapshot(topic="health", max_answer_words=1)
+    with pytest.raises(TrainerError, match="unknown topic 'astronomy'; known: "):
         build_snapshot(topic="astronomy")
     assert count_snapshots() == 0
     datasets_dir = get_settings().datasets_dir

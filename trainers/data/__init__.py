@@ -1,0 +1,1 @@
+"""Dataset building in pieces: selection, examples, splits, diversity, templates, export."""
