@@ -10,6 +10,7 @@ class QAPairItem:
     question: str
     answer: str
     qtype: str | None = None
+    focus_area: str | None = None  # only where it differs from the page's (imported rows)
 
 
 @dataclass
@@ -21,7 +22,33 @@ class QAPageItem:
     topic: str = "health"
     language: str | None = None
     fetched_url: str | None = None
+    source: str | None = None  # the pairs' source column when it is not the URL (imports)
 
     @property
     def title(self) -> str:
         return self.focus_area
+
+
+@dataclass
+class ArticleItem:
+    """A page of prose (news, blog, encyclopedia, health portal): no QA pairs of its own."""
+
+    url: str  # canonical URL when the page declares one
+    title: str
+    text: str  # the main text, boilerplate excluded
+    topic: str | None = None
+    language: str | None = None
+    author: str | None = None
+    published: str | None = None  # ISO 8601 date or datetime, as the page gives it
+    fetched_url: str | None = None
+    source: str | None = None
+    qa_pairs: list[QAPairItem] = field(default_factory=list)
+
+    # The pipelines clean and hash "focus_area" on every item; an article's is its title.
+    @property
+    def focus_area(self) -> str:
+        return self.title
+
+    @focus_area.setter
+    def focus_area(self, value: str) -> None:
+        self.title = value

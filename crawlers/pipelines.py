@@ -1,24 +1,34 @@
-"""Item pipelines, one job each: clean the text, drop duplicates, store in the registry."""
+"""Item pipelines, one job each: clean, validate, drop duplicates, store in the registry.
+
+Settings share a prefix per pipeline: ``CLEAN_*``, ``VALIDATE_*``, ``DEDUPE_*`` and
+``ARTICLE_STORE_*``.
+Drops that are not whole items (a page that is not HTML, one short answer) are counted in the
+crawl stats under ``loraforge/dropped/<reason>`` and land in the run's drop reasons too.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from scrapy import signals
 from scrapy.crawler import Crawler
 from scrapy.exceptions import DropItem, NotConfigured
+from scrapy.settings import BaseSettings
 from w3lib.url import canonicalize_url
 
-from crawlers.items import QAPageItem, QAPairItem
-from crawlers.text import clean_text, collapse_whitespace, strip_markup
+from crawlers.items import ArticleItem, QAPageItem, QAPairItem
+from crawlers.near_duplicates import NearDuplicateIndex
+from crawlers.text import DEFAULT_STEPS, CleanSteps, clean_line, clean_text
 from registry.article_store import (
     ArticleRecord,
     QARecord,
     article_content_hash,
     finish_crawl_run,
+    iter_article_texts,
     open_crawl_run,
     qa_content_hash,
     store_articles,
@@ -29,20 +39,103 @@ logger = logging.getLogger(__name__)
 
 PROGRESS_MARKER = "loraforge-progress"  # crawlers.run parses these log lines
 TRACKING_PARAMS = ("utm_", "fbclid", "gclid", "mc_cid", "mc_eid")
+DROP_STAT_PREFIX = "loraforge/dropped/"
+Item = QAPageItem | ArticleItem
+RUN_ID_FILE = "loraforge-run-id"  # in the JOBDIR: which run a resume continues
+CLEAN_STOP_FILE = "loraforge-closed"  # in the JOBDIR: Scrapy closed it, its queue is whole
+
+
+def count_drop(stats: Any, reason: str, amount: int = 1) -> None:
+    """Tally a drop that is not an item drop (a page, a single pair) under its reason."""
+    stats.inc_value(f"{DROP_STAT_PREFIX}{reason}", amount)
 
 
 class CleanPipeline:
-    """Normalize whitespace and strip markup left in the text; punctuation, digits and case stay."""
+    """The study's cleaning, each step switched by a ``CLEAN_*`` setting; drop a page left empty.
 
-    def process_item(self, item: QAPageItem) -> QAPageItem:
-        item.focus_area = collapse_whitespace(strip_markup(item.focus_area))
-        item.text = clean_text(item.text)
-        pairs = [QAPairItem(collapse_whitespace(strip_markup(qa.question)), clean_text(qa.answer),
-                            qa.qtype or None) for qa in item.qa_pairs]
+    Punctuation, digits and case always stay: a language model needs them.
+    """
+
+    def __init__(self, steps: CleanSteps = DEFAULT_STEPS) -> None:
+        self.steps = steps
+
+    @classmethod
+    def from_settings(cls, settings: BaseSettings) -> CleanPipeline:
+        return cls(CleanSteps.from_settings(settings))
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> CleanPipeline:
+        return cls.from_settings(crawler.settings)
+
+    def process_item(self, item: Item) -> Item:
+        item.focus_area = clean_line(item.focus_area, self.steps)
+        item.text = clean_text(item.text, self.steps)
+        if isinstance(item, ArticleItem):
+            if not item.text:
+                raise DropItem(f"no main text: {item.url}")
+            return item
+        steps = self.steps
+        pairs = [QAPairItem(clean_line(qa.question, steps), clean_text(qa.answer, steps),
+                            qa.qtype or None, qa.focus_area and clean_line(qa.focus_area, steps))
+                 for qa in item.qa_pairs]
         item.qa_pairs = [qa for qa in pairs if qa.question and qa.answer]
         if not item.qa_pairs:
             raise DropItem(f"no question with an answer: {item.url}")
         return item
+
+
+class ValidatePipeline:
+    """Drop pairs whose answer is too short and pages too short or in an unwanted language.
+
+    ``VALIDATE_MIN_ANSWER_CHARS``, ``VALIDATE_MIN_TEXT_CHARS``, ``VALIDATE_LANGUAGES`` (comma
+    separated ISO 639-1 codes; empty accepts any). With a filter, or when the page declares no
+    language, it is detected from the text (py3langid) when there is enough of it.
+    """
+
+    def __init__(self, min_answer_chars: int = 1, min_text_chars: int = 0,
+                 languages: tuple[str, ...] = (), stats: Any = None) -> None:
+        self.min_answer_chars = min_answer_chars
+        self.min_text_chars = min_text_chars
+        self.languages = tuple(lang.strip().lower() for lang in languages if lang.strip())
+        self.stats = stats
+
+    @classmethod
+    def from_settings(cls, settings: BaseSettings, stats: Any) -> ValidatePipeline:
+        return cls(settings.getint("VALIDATE_MIN_ANSWER_CHARS", 1),
+                   settings.getint("VALIDATE_MIN_TEXT_CHARS", 0),
+                   tuple(settings.getlist("VALIDATE_LANGUAGES")), stats)
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> ValidatePipeline:
+        return cls.from_settings(crawler.settings, crawler.stats)
+
+    def process_item(self, item: Item) -> Item:
+        kept = [qa for qa in item.qa_pairs if len(qa.answer) >= self.min_answer_chars]
+        if len(kept) < len(item.qa_pairs) and self.stats is not None:
+            count_drop(self.stats, "answer too short", len(item.qa_pairs) - len(kept))
+        if not kept and isinstance(item, QAPageItem):
+            raise DropItem(f"answer too short: every answer on {item.url} is under "
+                           f"{self.min_answer_chars} characters")
+        item.qa_pairs = kept
+        if len(item.text) < self.min_text_chars:
+            raise DropItem(f"text too short: {item.url} has {len(item.text)} characters")
+        # The page's own declaration is usually right; detection (a second to load its model)
+        # runs when a filter depends on it or the page declares nothing.
+        if self.languages or not item.language:
+            item.language = detect_language(item.text) or item.language
+        if self.languages and (item.language or "").split("-")[0].lower() not in self.languages:
+            raise DropItem(f"language not wanted: {item.url} is {item.language or 'unknown'}")
+        return item
+
+
+def detect_language(text: str, min_chars: int = 40) -> str | None:
+    """The ISO 639-1 code of the text's language, or None when it is too short to tell."""
+    if len(text) < min_chars:
+        return None
+    import py3langid  # loads its model on first use: only crawls that validate pay for it
+
+    # The first couple of thousand characters decide as well as the whole page, at a fraction.
+    return py3langid.classify(text[:2000])[0]
 
 
 def canonical_url(url: str) -> str:
@@ -54,14 +147,40 @@ def canonical_url(url: str) -> str:
 
 
 class DeduplicatePipeline:
-    """Drop a page seen before in this run, by canonical URL or by content; drop repeated pairs."""
+    """Drop a page seen before by canonical URL or exact content in this run, or nearly equal
+    (MinHash/LSH) to a page of this run or of the store; drop pairs repeated within the run.
 
-    def __init__(self) -> None:
+    ``DEDUPE_NEAR_THRESHOLD`` is the Jaccard similarity of word 3-shingles above which two pages
+    are near duplicates (0 switches the check off).
+    """
+
+    def __init__(self, near_threshold: float = 0.0, store_url: str | None = None) -> None:
         self.urls: set[str] = set()
         self.pages: set[str] = set()
         self.pairs: set[str] = set()
+        self.store_url = store_url
+        self.near = NearDuplicateIndex(near_threshold) if near_threshold > 0 else None
 
-    def process_item(self, item: QAPageItem) -> QAPageItem:
+    @classmethod
+    def from_settings(cls, settings: BaseSettings, store_url: str | None) -> DeduplicatePipeline:
+        return cls(settings.getfloat("DEDUPE_NEAR_THRESHOLD", 0.0), store_url)
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> DeduplicatePipeline:
+        return cls.from_settings(crawler.settings, crawler.settings.get("ARTICLE_STORE_URL"))
+
+    def open_spider(self) -> None:
+        self.load_stored()
+
+    def load_stored(self) -> None:
+        """Index the stored pages so that a near copy of one is dropped, not stored again."""
+        if self.near is None or not self.store_url:
+            return
+        for url, text in iter_article_texts(url=self.store_url):
+            self.near.add(url, text)
+        logger.info("near-duplicate index holds %d stored pages", self.near.size)
+
+    def process_item(self, item: Item) -> Item:
         # The canonical URL is written back because it is the key the store upserts on.
         item.url = canonical_url(item.url)
         if item.url in self.urls:
@@ -69,6 +188,11 @@ class DeduplicatePipeline:
         digest = article_content_hash(item.focus_area, item.text)
         if digest in self.pages:
             raise DropItem(f"duplicate content: {item.url}", log_level="INFO")
+        if self.near is not None:
+            other = self.near.match(item.url, item.text, add=True)
+            if other is not None:
+                raise DropItem(f"near duplicate: {item.url} nearly equals {other}",
+                               log_level="INFO")
         self.urls.add(item.url)
         self.pages.add(digest)
         unique = []
@@ -79,6 +203,19 @@ class DeduplicatePipeline:
                 unique.append(qa)
         item.qa_pairs = unique
         return item
+
+
+def item_to_record(item: Item) -> ArticleRecord:
+    if isinstance(item, ArticleItem):
+        return ArticleRecord(url=item.url, title=item.title, text=item.text, topic=item.topic,
+                             language=item.language, author=item.author,
+                             published=item.published, source=item.source)
+    return ArticleRecord(
+        url=item.url, title=item.focus_area, text=item.text, topic=item.topic,
+        language=item.language, focus_area=item.focus_area, source=item.source,
+        qa_pairs=[QARecord(qa.question, qa.answer, qa.qtype, qa.focus_area)
+                  for qa in item.qa_pairs],
+    )
 
 
 def _drop_reason(exception: BaseException) -> str:
@@ -115,14 +252,15 @@ class ArticleStorePipeline:
         spider = self.crawler.spider
         self.run_id = open_crawl_run(spider.name, getattr(spider, "crawl_args", {}), url=self.url)
         logger.info("crawl run #%d opened in the article store", self.run_id)
+        jobdir = self.crawler.settings.get("JOBDIR")
+        if jobdir:
+            Path(jobdir).mkdir(parents=True, exist_ok=True)
+            (Path(jobdir) / CLEAN_STOP_FILE).unlink(missing_ok=True)
+            (Path(jobdir) / RUN_ID_FILE).write_text(str(self.run_id))
         self._log_progress()
 
-    def process_item(self, item: QAPageItem) -> QAPageItem:
-        self.batch.append(ArticleRecord(
-            url=item.url, title=item.focus_area, text=item.text, topic=item.topic,
-            language=item.language, focus_area=item.focus_area,
-            qa_pairs=[QARecord(qa.question, qa.answer, qa.qtype) for qa in item.qa_pairs],
-        ))
+    def process_item(self, item: Item) -> Item:
+        self.batch.append(item_to_record(item))
         if len(self.batch) >= self.batch_size:
             self._flush()
         return item
@@ -144,12 +282,19 @@ class ArticleStorePipeline:
     def _pages_seen(self) -> int:
         return int(self.crawler.stats.get_value("loraforge/pages_seen", 0))
 
+    def _all_drop_reasons(self) -> Counter[str]:
+        reasons = Counter(self.drop_reasons)
+        for key, value in self.crawler.stats.get_stats().items():
+            if key.startswith(DROP_STAT_PREFIX):
+                reasons[key.removeprefix(DROP_STAT_PREFIX)] += int(value)
+        return reasons
+
     def _log_progress(self) -> None:
         logger.info(
             "%s run=%d pages=%d stored=%d updated=%d unchanged=%d dropped=%d qa=%d",
             PROGRESS_MARKER, self.run_id, self._pages_seen(), self.counts["stored"],
-            self.counts["updated"], self.counts["unchanged"], sum(self.drop_reasons.values()),
-            self.counts["qa_added"],
+            self.counts["updated"], self.counts["unchanged"],
+            sum(self._all_drop_reasons().values()), self.counts["qa_added"],
         )
 
     def item_dropped(self, item: Any, response: Any, exception: BaseException, spider: Any) -> None:
@@ -177,8 +322,12 @@ class ArticleStorePipeline:
         if self.run_id is None:
             return
         status, error = self._outcome(reason)
+        reasons = self._all_drop_reasons()
         finish_crawl_run(self.run_id, status=status, pages_seen=self._pages_seen(),
-                         items_dropped=sum(self.drop_reasons.values()),
-                         drop_reasons=dict(self.drop_reasons), error=error, url=self.url)
+                         items_dropped=sum(reasons.values()),
+                         drop_reasons=dict(reasons), error=error, url=self.url)
         self._log_progress()
         logger.info("crawl run #%d %s", self.run_id, status.value)
+        jobdir = self.crawler.settings.get("JOBDIR")
+        if jobdir:
+            (Path(jobdir) / CLEAN_STOP_FILE).write_text(status.value)

@@ -6,6 +6,7 @@ Twisted's reactor can start only once per process, so every crawl gets a fresh i
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -14,15 +15,18 @@ import subprocess
 import sys
 from collections import deque
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 from crawlers.errors import CrawlError
-from crawlers.pipelines import PROGRESS_MARKER
-from registry.article_store import get_crawl_run
+from crawlers.pipelines import CLEAN_STOP_FILE, PROGRESS_MARKER, RUN_ID_FILE
+from registry.article_store import finish_crawl_run, get_crawl_run
 from registry.errors import StoreError
+from registry.models import CrawlStatus
 from registry.settings import get_settings
 
+logger = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _PROGRESS = re.compile(
     PROGRESS_MARKER + r" run=(?P<run>\d+) pages=(?P<pages>\d+) stored=(?P<stored>\d+) "
@@ -87,6 +91,36 @@ def _stream(process: subprocess.Popen[str], tail: deque[str],
     return run_id
 
 
+def _mark_interrupted(run_id: int, database_url: str | None, error: str) -> None:
+    run = get_crawl_run(run_id, url=database_url)
+    if run.status == CrawlStatus.running.value:
+        finish_crawl_run(run_id, status=CrawlStatus.interrupted, pages_seen=run.pages_seen,
+                         items_dropped=run.items_dropped, drop_reasons=run.drop_reasons,
+                         error=error, url=database_url)
+
+
+def _prepare_jobdir(jobdir: Path, resume: bool, database_url: str | None) -> None:
+    """Keep the JOBDIR of a crawl that stopped cleanly; discard one whose process died.
+
+    Scrapy writes its request queue's bookkeeping only when it closes, so after a kill -9 the
+    queue cannot be trusted: pages would be lost or fetched twice. Such a resume starts over
+    instead, and the idempotent store turns every page stored before the kill into "unchanged":
+    each page is still stored exactly once.
+    """
+    if not jobdir.exists():
+        return
+    if resume and (jobdir / CLEAN_STOP_FILE).exists():
+        return
+    run_file = jobdir / RUN_ID_FILE
+    if resume and run_file.exists():
+        stale = int(run_file.read_text().strip() or 0)
+        with suppress(StoreError, ValueError):
+            _mark_interrupted(stale, database_url, "the crawler process died; a new run resumed it")
+        logger.warning("crawl run #%d died without closing; starting over, pages it stored are "
+                       "left unchanged", stale)
+    shutil.rmtree(jobdir)
+
+
 def run_crawl(
     spider: str,
     spider_args: dict[str, str],
@@ -102,8 +136,7 @@ def run_crawl(
     a fresh crawl clears it, and a finished crawl removes it.
     """
     jobdir = job_dir(spider)
-    if not resume and jobdir.exists():
-        shutil.rmtree(jobdir)
+    _prepare_jobdir(jobdir, resume, database_url)
     jobdir.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "SCRAPY_SETTINGS_MODULE": "crawlers.settings", "PYTHONUNBUFFERED": "1"}
     command = crawl_command(spider, spider_args, jobdir=jobdir, database_url=database_url,
@@ -125,6 +158,9 @@ def run_crawl(
     if run_id is None:
         raise CrawlError(f"the {spider} crawl did not start: {_last_error(tail)}")
     try:
+        if process.returncode != 0:
+            _mark_interrupted(run_id, database_url, f"the crawler process exited with code "
+                              f"{process.returncode}; resume with --resume")
         run = get_crawl_run(run_id, url=database_url)
     except StoreError as exc:
         raise CrawlError(f"crawl run #{run_id}: {exc}") from exc

@@ -25,12 +25,32 @@ DOWNLOAD_TIMEOUT = 30
 
 RETRY_ENABLED = True
 RETRY_TIMES = 2
+# Article pages are rarely over 2 MB; bigger responses are archives or traps, and are dropped
+# with a logged reason instead of filling memory.
+DOWNLOAD_MAXSIZE = 8 * 1024 * 1024
+DOWNLOAD_WARNSIZE = 2 * 1024 * 1024
 
 ITEM_PIPELINES = {
     "crawlers.pipelines.CleanPipeline": 100,
+    "crawlers.pipelines.ValidatePipeline": 150,
     "crawlers.pipelines.DeduplicatePipeline": 200,
     "crawlers.pipelines.ArticleStorePipeline": 300,
 }
+# Cleaning steps (crawlers.text.CleanSteps); punctuation, digits and case are always kept.
+CLEAN_MARKUP = True
+CLEAN_WHITESPACE = True
+CLEAN_EMOJI = True
+CLEAN_EMOTICONS = False
+CLEAN_URLS = False  # answers cite sites ("visit www.nei.nih.gov"); switch on for social text
+CLEAN_HASHTAGS = False
+# Validation: answers shorter than this are dropped, pages in other languages too (empty: any).
+VALIDATE_MIN_ANSWER_CHARS = 2
+VALIDATE_MIN_TEXT_CHARS = 0
+VALIDATE_LANGUAGES: list[str] = []
+# The articles spider skips pages whose main region is mostly link text (index and tag pages).
+ARTICLES_MAX_LINK_DENSITY = 0.5
+# Near duplicates: Jaccard similarity of word 3-shingles, against this run and the store.
+DEDUPE_NEAR_THRESHOLD = 0.9
 ARTICLE_STORE_URL = get_settings().resolved_database_url
 ARTICLE_STORE_BATCH_SIZE = 10
 

@@ -1,13 +1,15 @@
 """Text normalization shared by the extractor, the clean pipeline and the demo site's ground truth.
 
 Answers keep a light structure so that training data reads well: paragraphs are separated
-by a blank line and list items are lines starting with "- ".
+by a blank line and list items are lines starting with "- ". Every cleaning step can be
+switched (``CleanSteps``); none of them touches punctuation, digits or case.
 """
 
 from __future__ import annotations
 
 import html
 import re
+from dataclasses import dataclass, fields
 
 _SPACES = re.compile(r"[ \t\f\v\r\u00a0\u2000-\u200b\u202f\u205f\u3000]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
@@ -16,6 +18,39 @@ _BLANK_LINES = re.compile(r"\n{3,}")
 _INLINE_TAG = re.compile(
     r"</?(?:a|abbr|b|cite|code|em|i|mark|q|s|small|span|strong|sub|sup|u)(?:\s[^<>]*)?/?>", re.I)
 _LEFTOVER_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9-]*(?:\s[^<>]*)?/?>")
+# "http://x.org/a", "www.x.org/a": the scheme or "www." marks a URL; a trailing full stop or
+# closing bracket belongs to the sentence, not the URL.
+_URL = re.compile(r"(?:\b[a-z][a-z0-9+.-]*://|\bwww\.)[^\s<>\"']*[^\s<>\"'.,;:!?)\]]", re.I)
+# Emoji blocks, less the numbers that share them (dingbat digits U+2776-2793, U+1F100-1F10C).
+_EMOJI = re.compile(
+    "[\U0001f000-\U0001f0ff\U0001f10d-\U0001faff\u2600-\u2775\u2794-\u27bf\u2b50\u2b55"
+    "\u231a\u231b\u23e9-\u23f3\u23f8-\u23fa\ufe0f\u200d\U000e0020-\U000e007f]+")
+# Western emoticons stand alone between spaces: ":-)", ";)", ":D", ":'(", "<3". Requiring the
+# spaces keeps "Note:" and "(a)" and "8)" intact.
+_EMOTICON = re.compile(r"(?<!\S)(?:[:;=][-'^o]?[)(\]\[DPpO/\\|*3]+|<3|\^_\^|-_-)(?=\s|$)")
+# "#health" is a hashtag; "#1" and "C#" are not.
+_HASHTAG = re.compile(r"(?<![\w#])#[A-Za-z_][\w-]*")
+
+
+@dataclass(frozen=True)
+class CleanSteps:
+    """Which cleaning steps run. Defaults keep URLs and hashtags, which answers cite as content."""
+
+    markup: bool = True
+    whitespace: bool = True
+    emoji: bool = True
+    emoticons: bool = False
+    urls: bool = False
+    hashtags: bool = False
+
+    @classmethod
+    def from_settings(cls, settings) -> CleanSteps:
+        """Read ``CLEAN_MARKUP``, ``CLEAN_URLS``, ... from Scrapy settings."""
+        return cls(**{f.name: settings.getbool(f"CLEAN_{f.name.upper()}", f.default)
+                      for f in fields(cls)})
+
+
+DEFAULT_STEPS = CleanSteps()
 
 
 def collapse_whitespace(text: str) -> str:
@@ -34,8 +69,41 @@ def strip_markup(text: str) -> str:
     return html.unescape(_LEFTOVER_TAG.sub(" ", _INLINE_TAG.sub("", text)))
 
 
-def clean_text(text: str) -> str:
-    return normalize_text(strip_markup(text))
+def remove_urls(text: str) -> str:
+    return _URL.sub("", text)
+
+
+def remove_emoji(text: str) -> str:
+    return _EMOJI.sub("", text)
+
+
+def remove_emoticons(text: str) -> str:
+    return _EMOTICON.sub("", text)
+
+
+def remove_hashtags(text: str) -> str:
+    return _HASHTAG.sub("", text)
+
+
+def clean_text(text: str, steps: CleanSteps = DEFAULT_STEPS) -> str:
+    """The study's cleaning, step by step as ``steps`` says; paragraph breaks survive."""
+    if steps.markup:
+        text = strip_markup(text)
+    if steps.urls:
+        text = remove_urls(text)
+    if steps.emoji:
+        text = remove_emoji(text)
+    if steps.emoticons:
+        text = remove_emoticons(text)
+    if steps.hashtags:
+        text = remove_hashtags(text)
+    return normalize_text(text) if steps.whitespace else text
+
+
+def clean_line(text: str, steps: CleanSteps = DEFAULT_STEPS) -> str:
+    """``clean_text`` for one-line fields (titles, questions)."""
+    text = clean_text(text, steps)
+    return collapse_whitespace(text) if steps.whitespace else text
 
 
 def join_blocks(blocks: list[str | list[str]]) -> str:

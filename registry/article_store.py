@@ -7,9 +7,9 @@ page twice changes nothing: a re-crawl updates changed pages and leaves unchange
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,6 +26,7 @@ class QARecord:
     question: str
     answer: str
     qtype: str | None = None
+    focus_area: str | None = None  # when the pair's own differs from its article's (imports)
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,9 @@ class ArticleRecord:
     language: str | None = None
     qa_pairs: Sequence[QARecord] = ()
     focus_area: str | None = None
+    source: str | None = None  # the pairs' ``source`` column; default: the article's URL
+    author: str | None = None
+    published: str | None = None  # ISO 8601, as the page gives it; unparseable is dropped
 
 
 @dataclass
@@ -127,7 +131,8 @@ def _sync_qa_pairs(session: Session, article: Article, record: ArticleRecord, ru
         qa = wanted[h]
         session.add(QAPair(
             article_id=article.id, crawl_run_id=run_id, question=qa.question, answer=qa.answer,
-            source=record.url, focus_area=record.focus_area or record.title, qtype=qa.qtype,
+            source=record.source or record.url,
+            focus_area=qa.focus_area or record.focus_area or record.title, qtype=qa.qtype,
             topic=record.topic, content_hash=h,
         ))
         taken.add(h)
@@ -142,6 +147,16 @@ def _sync_qa_pairs(session: Session, article: Article, record: ArticleRecord, ru
         counts.qa_removed += result.rowcount or 0
 
 
+def _published(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
 def _store_one(session: Session, record: ArticleRecord, run_id: int, taken: set[str],
                counts: StoreCounts) -> None:
     digest = article_content_hash(record.title, record.text)
@@ -149,7 +164,8 @@ def _store_one(session: Session, record: ArticleRecord, run_id: int, taken: set[
     if article is None:
         article = Article(url=record.url, source_id=_source_for(session, record.url).id,
                           crawl_run_id=run_id, title=record.title, text=record.text,
-                          topic=record.topic, language=record.language, content_hash=digest)
+                          topic=record.topic, language=record.language, content_hash=digest,
+                          author=record.author, published=_published(record.published))
         session.add(article)
         session.flush()
         counts.stored += 1
@@ -160,6 +176,7 @@ def _store_one(session: Session, record: ArticleRecord, run_id: int, taken: set[
         article.title, article.text, article.content_hash = record.title, record.text, digest
         article.topic, article.language, article.crawl_run_id = (
             record.topic, record.language, run_id)
+        article.author, article.published = record.author, _published(record.published)
         counts.updated += 1
     _sync_qa_pairs(session, article, record, run_id, taken, counts)
     session.flush()
@@ -180,6 +197,22 @@ def store_articles(run_id: int, records: Iterable[ArticleRecord], *,
         run.items_updated += counts.updated
         run.items_unchanged += counts.unchanged
     return counts
+
+
+def iter_article_texts(*, url: str | None = None,
+                       batch_size: int = 500) -> Iterator[tuple[str, str]]:
+    """(url, text) of every stored article, in batches: near-duplicate detection indexes them."""
+    last_id = 0
+    while True:
+        with session_scope(url) as session:
+            rows = session.execute(select(Article.id, Article.url, Article.text)
+                                   .where(Article.id > last_id).order_by(Article.id)
+                                   .limit(batch_size)).all()
+        if not rows:
+            return
+        last_id = rows[-1][0]
+        for _, page_url, text in rows:
+            yield page_url, text
 
 
 def finish_crawl_run(run_id: int, *, status: CrawlStatus | str, pages_seen: int,

@@ -5,15 +5,26 @@
 
 from __future__ import annotations
 
-from crawlers.demo_site.render import BOILERPLATE, PRIVATE_PATH, select_documents
+from crawlers.demo_site.render import (
+    BOILERPLATE,
+    LAYOUTS,
+    PRIVATE_PATH,
+    Page,
+    layout_of,
+    select_documents,
+)
 from crawlers.demo_site.server import serve
 from crawlers.text import clean_text, collapse_whitespace, join_blocks
 
-__all__ = ["BOILERPLATE", "PRIVATE_PATH", "ground_truth", "serve"]
+__all__ = ["BOILERPLATE", "LAYOUTS", "PRIVATE_PATH", "Page", "ground_truth", "serve"]
 
 
 def ground_truth(base_url: str, per_collection: int | None = None) -> list[dict[str, str]]:
-    """One dict (url, focus_area, question, answer, qtype) per QA pair on the public pages."""
+    """One dict (url, focus_area, question, answer, qtype, layout) per QA pair on the public pages.
+
+    The pairs do not depend on the page's layout: whichever markup carries them, a crawler must
+    recover the same question and answer.
+    """
     base_url = base_url.rstrip("/")
     return [
         {
@@ -22,7 +33,8 @@ def ground_truth(base_url: str, per_collection: int | None = None) -> list[dict[
             "question": collapse_whitespace(qa.question),
             "answer": clean_text(join_blocks(list(qa.answer_blocks))),
             "qtype": qa.qtype,
+            "layout": layout_of(i),
         }
-        for doc in select_documents(per_collection)
+        for i, doc in enumerate(select_documents(per_collection))
         for qa in doc.qa_pairs
     ]

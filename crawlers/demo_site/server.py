@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-from crawlers.demo_site.render import Page, build_site
+from crawlers.demo_site.render import INDEX_PAGE_SIZE, Page, build_site
 
 
 def _handler(site: dict[str, Page], request_log: list[str] | None) -> type[BaseHTTPRequestHandler]:
@@ -53,17 +53,21 @@ def serve(
     *,
     per_collection: int | None = None,
     request_log: list[str] | None = None,
+    index_page_size: int = INDEX_PAGE_SIZE,
+    extra_pages: dict[str, Page] | None = None,
 ) -> Iterator[str]:
     """Serve the demo site and yield its base URL; every requested path is appended to request_log.
 
     ``port=0`` picks a free port. ``per_collection`` builds a smaller site from the first N
-    documents of each MedQuAD collection.
+    documents of each MedQuAD collection; ``extra_pages`` adds paths (tests serve broken pages).
     """
     server = ThreadingHTTPServer((host, port), _handler({}, request_log))
     server.daemon_threads = True
     base_url = f"http://{host}:{server.server_address[1]}"
     # The site is rendered after binding because sitemap.xml and robots.txt need absolute URLs.
-    server.RequestHandlerClass = _handler(build_site(base_url, per_collection), request_log)
+    site = build_site(base_url, per_collection, index_page_size)
+    site.update(extra_pages or {})
+    server.RequestHandlerClass = _handler(site, request_log)
     thread = threading.Thread(target=server.serve_forever, name="demo-site", daemon=True)
     thread.start()
     try:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from crawlers.demo_site import BOILERPLATE, PRIVATE_PATH, ground_truth, serve
+from crawlers.demo_site import BOILERPLATE, LAYOUTS, PRIVATE_PATH, ground_truth, serve
 from crawlers.errors import CrawlError
 from crawlers.run import run_crawl
 from crawlers.text import collapse_whitespace
@@ -60,8 +60,9 @@ def _norm(text: str) -> str:
 
 
 def test_every_public_qa_pair_is_recovered(crawled_site: CrawledSite) -> None:
-    truth = {(t["url"], _norm(t["question"]), _norm(t["answer"]))
-             for t in ground_truth(crawled_site.base_url)}
+    pairs = ground_truth(crawled_site.base_url)
+    assert {t["layout"] for t in pairs} == set(LAYOUTS)  # headings, FAQ JSON-LD and <dl> pages
+    truth = {(t["url"], _norm(t["question"]), _norm(t["answer"])) for t in pairs}
     stored = {(url, _norm(q), _norm(a)) for url, q, a in crawled_site.qa_after_first}
     assert len(truth) == 1039
     assert stored == truth
@@ -85,8 +86,8 @@ def test_robots_disallowed_pages_are_never_fetched(crawled_site: CrawledSite) ->
 def test_crawl_run_row_is_finished_with_correct_counts(crawled_site: CrawledSite) -> None:
     run = get_crawl_run(crawled_site.first_run)
     assert run.status == "finished" and run.finished_at is not None and run.error is None
-    # 107 document pages + home, two collection indexes and the about page.
-    assert (run.pages_seen, run.items_stored, run.items_updated) == (111, 107, 0)
+    # 107 document pages + home, six collection index pages (20 topics each) and the about page.
+    assert (run.pages_seen, run.items_stored, run.items_updated) == (115, 107, 0)
     assert (run.items_unchanged, run.items_dropped, run.qa_pairs) == (0, 0, 1039)
     assert run.args["sitemap_url"].endswith("/sitemap.xml")
 
