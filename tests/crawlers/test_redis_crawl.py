@@ -32,6 +32,8 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
     """A throwaway redis-server on a free loopback port."""
     binary = shutil.which("redis-server")
     if binary is None:
+        if os.environ.get("LORAFORGE_REQUIRE_REDIS"):
+            pytest.fail("LORAFORGE_REQUIRE_REDIS is set but redis-server was not found")
         pytest.skip("redis-server not found; install Debian's `redis-server` package to run the "
                     "scrapy-redis test")
     pytest.importorskip("scrapy_redis", reason="scrapy-redis is not installed")
