@@ -7,6 +7,7 @@ import typer
 
 from ui.app import create_ui
 from ui.engine import ChatEngine, ChatError
+from ui.i18n import I18N
 
 
 def _parse_auth(auth: str | None) -> tuple[str, str] | None:
@@ -39,6 +40,7 @@ def launch(
         prevent_thread_lock=True,
         quiet=True,
         show_error=False,
+        i18n=I18N,
     )
     url = app.local_url or f"http://{host}:{port}/"
     typer.echo(
@@ -67,10 +69,16 @@ def ui_command(
         help="Registered base model to serve; default LORAFORGE_BASE_MODEL, else the "
         "base of the newest adapter.",
     ),
+    load_4bit: bool = typer.Option(
+        False, "--load-4bit", help="Load the base in 4-bit (bitsandbytes NF4; CUDA only)."
+    ),
+    max_adapters: int = typer.Option(
+        8, help="Adapters kept attached at once; the least recently used is dropped first."
+    ),
 ) -> None:
     """Start the chat app and serve it until Ctrl-C."""
     _parse_auth(auth)  # fail on a malformed --auth before the model loads
-    engine = ChatEngine(base=base)
+    engine = ChatEngine(base=base, load_in_4bit=load_4bit, max_adapters=max_adapters)
     typer.echo(f"Loading base model {engine.base_name!r} on {engine.device}…")
     engine.load()
     launch(host=host, port=port, auth=auth, share=share, block=True, engine=engine)

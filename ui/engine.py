@@ -1,15 +1,19 @@
 """The chat engine: one resident base model with the registry's adapters attached on demand.
 
 The base model is loaded once per engine. Adapters are attached with PEFT the first time they
-are asked for and stay attached; switching between them is ``set_adapter``, never a reload.
-One lock covers switching and generation, so two requests on different adapters cannot see
-each other's active adapter.
+are asked for and stay attached (up to ``max_adapters``, least recently used dropped first);
+switching between them is ``set_adapter``, never a reload. One lock covers switching and
+generation, streamed or not, so two requests on different adapters cannot see each other's
+active adapter.
 """
 
 from __future__ import annotations
 
+import queue
 import re
 import threading
+from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +25,7 @@ from registry.settings import get_settings, resolve_device
 
 BASE_ONLY = "base model only"
 SAFETENSORS_WEIGHTS = "adapter_model.safetensors"
+DEFAULT_MAX_ADAPTERS = 8
 
 
 class ChatError(LoraForgeError):
@@ -76,17 +81,53 @@ def _text_of(content: Any) -> str:
     return ""
 
 
+class _TokenQueue:
+    """A ``generate`` streamer that hands new token ids to another thread.
+
+    ``generate`` puts the prompt first, then each new token; ``end`` marks the finish (it may
+    come twice when generation fails, which the reader never sees).
+    """
+
+    def __init__(self) -> None:
+        self.queue: queue.SimpleQueue[list[int] | None] = queue.SimpleQueue()
+        self._prompt_seen = False
+
+    def put(self, value: Any) -> None:
+        if not self._prompt_seen:
+            self._prompt_seen = True
+            return
+        self.queue.put([int(i) for i in value.reshape(-1).tolist()])
+
+    def end(self) -> None:
+        self.queue.put(None)
+
+
 class ChatEngine:
     """Owns the models the chat UI talks to; safe to call from several threads."""
 
-    def __init__(self, base: str | None = None, device: str | None = None) -> None:
+    def __init__(
+        self,
+        base: str | None = None,
+        device: str | None = None,
+        *,
+        load_in_4bit: bool = False,
+        max_adapters: int = DEFAULT_MAX_ADAPTERS,
+    ) -> None:
         ensure_schema()
         self.base_name, self.base_path = _resolve_base(base)
         self.device = resolve_device(device)
+        if load_in_4bit and self.device != "cuda":
+            raise ChatError("4-bit loading needs a CUDA GPU; drop --load-4bit on this machine")
+        if max_adapters < 1:
+            raise ChatError("max_adapters must be at least 1")
+        self.load_in_4bit = load_in_4bit
+        self.max_adapters = max_adapters
         self.base_loads = 0
+        self.adapter_loads = 0
         self.model: Any = None
         self.tokenizer: Any = None
-        self._peft_names: dict[str, str] = {}  # adapter label -> PEFT adapter name
+        # adapter label -> PEFT adapter name, least recently used first
+        self._peft_names: OrderedDict[str, str] = OrderedDict()
         self._lock = threading.Lock()
 
     def load(self) -> None:
@@ -94,10 +135,36 @@ class ChatEngine:
         with self._lock:
             self._ensure_base()
 
+    def activate(self, adapter_label: str) -> None:
+        """Attach (if needed) and select an adapter now: a warm-up, and what benchmarks time."""
+        choice, _ = self._prepare(adapter_label, [{"role": "user", "content": ""}])
+        if choice is None:
+            raise ChatError("activate takes an adapter label, not the base model")
+        with self._lock:
+            self._ensure_base()
+            self._activate(choice)
+
     def list_choices(self) -> list[str]:
         """Picker labels: base only, then the adapters of this base, read fresh from the store."""
         labels = [a.label for a in list_adapters() if a.base_name == self.base_name]
         return [BASE_ONLY, *labels]
+
+    def grouped_choices(self) -> list[tuple[str, str]]:
+        """(shown, value) picker entries grouped by base: this engine's base first.
+
+        Adapters of other bases are listed so users see they exist; choosing one answers with
+        a message naming the ``--base`` to serve them with.
+        """
+        own = [(f"{self.base_name} › {label}", label) for label in self.list_choices()]
+        others = sorted(
+            (a.base_name, a.label) for a in list_adapters() if a.base_name != self.base_name
+        )
+        return own + [(f"{base} › {label} (not served)", label) for base, label in others]
+
+    @property
+    def loaded_adapters(self) -> list[str]:
+        """Labels of the adapters attached to the base now, least recently used first."""
+        return list(self._peft_names)
 
     def generate(
         self,
@@ -108,18 +175,72 @@ class ChatEngine:
         top_p: float = 1.0,
     ) -> str:
         """The assistant's reply to ``messages``; greedy unless ``temperature`` > 0."""
-        choice = None if adapter_label in (None, "", BASE_ONLY) else self._find(adapter_label)
-        if choice is not None:
-            _check_safetensors(choice)
-        chat = [{"role": m["role"], "content": _text_of(m.get("content"))} for m in messages]
-        if not chat:
-            raise ChatError("nothing to answer: the conversation is empty")
+        choice, chat = self._prepare(adapter_label, messages)
         with self._lock:
             self._ensure_base()
             if choice is None:
                 return self._generate_base_only(chat, max_new_tokens, temperature, top_p)
             self._activate(choice)
             return self._run(chat, max_new_tokens, temperature, top_p)
+
+    def stream(
+        self,
+        adapter_label: str | None,
+        messages: list[dict[str, Any]],
+        max_new_tokens: int = 128,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+    ) -> Iterator[str]:
+        """The reply as it grows: each item is the whole text so far.
+
+        A worker thread holds the lock from the switch to the last token, so a stream is
+        never interleaved with another request's adapter; the caller only reads the queue.
+        The first item comes one token after the request is served.
+        """
+        choice, chat = self._prepare(adapter_label, messages)
+        tokens = _TokenQueue()
+        failure: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                with self._lock:
+                    self._ensure_base()
+                    if choice is None:
+                        self._generate_base_only(chat, max_new_tokens, temperature, top_p, tokens)
+                    else:
+                        self._activate(choice)
+                        self._run(chat, max_new_tokens, temperature, top_p, tokens)
+            except BaseException as exc:  # re-raised in the caller's thread below
+                failure.append(exc)
+            finally:
+                tokens.end()
+
+        worker = threading.Thread(target=work, name="loraforge-stream", daemon=True)
+        worker.start()
+        ids: list[int] = []
+        shown = ""
+        while (chunk := tokens.queue.get()) is not None:
+            ids += chunk
+            # Decode the whole reply each time: BPE merges and multi-byte characters make
+            # per-token pieces unreliable, and replies are short enough for this to be cheap.
+            text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+            if text and text != shown:
+                shown = text
+                yield text
+        worker.join()
+        if failure:
+            raise failure[0]
+
+    def _prepare(
+        self, adapter_label: str | None, messages: list[dict[str, Any]]
+    ) -> tuple[AdapterRecord | None, list[dict[str, str]]]:
+        choice = None if adapter_label in (None, "", BASE_ONLY) else self._find(adapter_label)
+        if choice is not None:
+            _check_safetensors(choice)
+        chat = [{"role": m["role"], "content": _text_of(m.get("content"))} for m in messages]
+        if not chat:
+            raise ChatError("nothing to answer: the conversation is empty")
+        return choice, chat
 
     def _find(self, label: str) -> AdapterRecord:
         for choice in list_adapters():
@@ -142,10 +263,22 @@ class ChatEngine:
         tokenizer = AutoTokenizer.from_pretrained(self.base_path)
         if tokenizer.chat_template is None:
             raise ChatError(f"base model {self.base_name!r} has no chat template in its tokenizer")
+        extra: dict[str, Any] = {}
+        if self.load_in_4bit:
+            from transformers import BitsAndBytesConfig
+
+            extra = {
+                "quantization_config": BitsAndBytesConfig(
+                    load_in_4bit=True, bnb_4bit_compute_dtype=dtype, bnb_4bit_quant_type="nf4"
+                ),
+                "device_map": {"": 0},
+            }
         model = AutoModelForCausalLM.from_pretrained(
-            self.base_path, dtype=dtype, use_safetensors=True
+            self.base_path, dtype=dtype, use_safetensors=True, **extra
         )
-        model.to(self.device).eval()
+        if not self.load_in_4bit:  # a quantized model is placed by device_map and cannot move
+            model.to(self.device)
+        model.eval()
         self.model, self.tokenizer = model, tokenizer
         self.base_loads += 1
 
@@ -162,20 +295,35 @@ class ChatEngine:
                 self.model = PeftModel.from_pretrained(self.model, choice.path, adapter_name=name)
             self.model.eval()
             self._peft_names[choice.label] = name
+            self.adapter_loads += 1
+        self._peft_names.move_to_end(choice.label)
         self.model.set_adapter(name)
+        while len(self._peft_names) > self.max_adapters:
+            _, evicted = self._peft_names.popitem(last=False)
+            self.model.delete_adapter(evicted)
 
     def _generate_base_only(
-        self, chat: list[dict[str, str]], max_new_tokens: int, temperature: float, top_p: float
+        self,
+        chat: list[dict[str, str]],
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        streamer: Any = None,
     ) -> str:
         from peft import PeftModel
 
         if isinstance(self.model, PeftModel):
             with self.model.disable_adapter():
-                return self._run(chat, max_new_tokens, temperature, top_p)
-        return self._run(chat, max_new_tokens, temperature, top_p)
+                return self._run(chat, max_new_tokens, temperature, top_p, streamer)
+        return self._run(chat, max_new_tokens, temperature, top_p, streamer)
 
     def _run(
-        self, chat: list[dict[str, str]], max_new_tokens: int, temperature: float, top_p: float
+        self,
+        chat: list[dict[str, str]],
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        streamer: Any = None,
     ) -> str:
         import torch
 
@@ -192,6 +340,7 @@ class ChatEngine:
                 attention_mask=torch.ones_like(input_ids),
                 max_new_tokens=max_new_tokens,
                 pad_token_id=pad_id,
+                streamer=streamer,
                 **sampling,
             )
         new_tokens = output[0, input_ids.shape[1] :]

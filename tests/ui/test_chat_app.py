@@ -28,10 +28,58 @@ def client(served) -> Client:
     return Client(url, verbose=False)
 
 
-def test_list_adapters_returns_base_only_and_both_adapters(client: Client):
+def stream(client: Client, choice: str, message: str = "What is a low-rank adapter?",
+           system: str = "", temperature: float = 0.0) -> list[str]:
+    """Every reply text the streaming endpoint showed, in order."""
+    job = client.submit(choice, message, [], TOKENS, temperature, 1.0, system,
+                        api_name="/chat_stream")
+    job.result()
+    return [_text(history[-1]["content"]) for history, _ in job.outputs() if history]
+
+
+def _text(content) -> str:
+    if isinstance(content, str):
+        return content
+    return "".join(part["text"] for part in content)
+
+
+def test_list_adapters_groups_choices_under_their_base(client: Client):
     update = client.predict(BASE_ONLY, api_name="/list_adapters")
-    choices = [c[0] if isinstance(c, list | tuple) else c for c in update["choices"]]
-    assert choices == [BASE_ONLY, "alpha:v1", "beta:v1"]
+    assert [value for _, value in update["choices"]] == [BASE_ONLY, "alpha:v1", "beta:v1"]
+    assert all(shown.startswith("tiny-chat › ") for shown, _ in update["choices"])
+
+
+def test_streamed_reply_grows_and_ends_as_the_whole_reply(client: Client):
+    shown = stream(client, "alpha:v1")
+    assert shown[0] == ""  # the empty assistant turn appears before the first token
+    growing = [text for text in shown if text]
+    assert len(set(growing)) > 2, "the reply arrived in one piece, not streamed"
+    assert all(b.startswith(a) for a, b in zip(growing, growing[1:], strict=False))
+    assert growing[-1] == ask(client, "alpha:v1")
+
+
+def test_system_prompt_and_temperature_change_the_reply(client: Client):
+    plain = stream(client, "alpha:v1")[-1]
+    assert stream(client, "alpha:v1", system="Answer like a pirate.")[-1] != plain
+    sampled = {stream(client, "alpha:v1", temperature=1.5)[-1] for _ in range(3)}
+    assert sampled != {plain}
+
+
+def test_compare_answers_one_prompt_with_each_choice(client: Client):
+    job = client.submit(BASE_ONLY, "beta:v1", "What is a low-rank adapter?", TOKENS, 0.0, 1.0,
+                        "", api_name="/compare")
+    left, right, box = job.result()
+    assert box == ""
+    assert _text(left[-1]["content"]) == ask(client, BASE_ONLY)
+    assert _text(right[-1]["content"]) == ask(client, "beta:v1")
+
+
+def test_concurrent_streams_on_different_adapters_get_their_own_replies(client: Client):
+    alone = {choice: ask(client, choice) for choice in ["alpha:v1", "beta:v1", BASE_ONLY]}
+    order = ["alpha:v1", "beta:v1", BASE_ONLY] * 2
+    with ThreadPoolExecutor(max_workers=len(order)) as pool:
+        together = list(pool.map(lambda choice: stream(client, choice)[-1], order))
+    assert together == [alone[choice] for choice in order]
 
 
 def test_each_choice_replies_and_switching_never_reloads_the_base(served, client: Client):
@@ -65,6 +113,8 @@ def test_pickle_adapter_and_overlong_message_are_refused_with_a_message(client, 
         ask(client, "pickled:v1")
     with pytest.raises(AppError, match="limit is 2000"):
         ask(client, "alpha:v1", "x" * 2001)
+    with pytest.raises(AppError, match="limit is 2000"):
+        stream(client, "alpha:v1", "x" * 2001)
 
 
 def test_auth_refuses_a_wrong_password(engine):

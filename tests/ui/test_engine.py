@@ -49,3 +49,42 @@ def test_long_history_is_trimmed_to_fit_the_context(engine: ChatEngine):
         history += [{"role": "user", "content": turn}, {"role": "assistant", "content": turn}]
     reply = engine.generate("alpha:v1", [*history, *QUESTION], max_new_tokens=8)
     assert isinstance(reply, str)
+
+
+def test_stream_yields_growing_text_that_ends_as_the_whole_reply(engine: ChatEngine):
+    whole = engine.generate("beta:v1", QUESTION, max_new_tokens=12)
+    pieces = list(engine.stream("beta:v1", QUESTION, max_new_tokens=12))
+    assert len(pieces) > 1 and pieces[-1] == whole
+    assert list(engine.stream(BASE_ONLY, QUESTION, max_new_tokens=12))[-1] == engine.generate(
+        None, QUESTION, max_new_tokens=12
+    )
+
+
+def test_stream_errors_reach_the_caller(engine: ChatEngine):
+    with pytest.raises(ChatError, match="unknown adapter"):
+        list(engine.stream("nope:v1", QUESTION))
+    too_long = [{"role": "user", "content": "fox " * 400}]
+    with pytest.raises(ChatError, match="too long"):
+        list(engine.stream("alpha:v1", too_long, max_new_tokens=8))
+    assert list(engine.stream("alpha:v1", QUESTION, max_new_tokens=4))  # the lock was released
+
+
+def test_lru_drops_the_least_recently_used_adapter_and_never_the_base(chat_store):
+    engine = ChatEngine(base="tiny-chat", device="cpu", max_adapters=1)
+    alpha = engine.generate("alpha:v1", QUESTION, max_new_tokens=8)
+    beta = engine.generate("beta:v1", QUESTION, max_new_tokens=8)
+    assert engine.loaded_adapters == ["beta:v1"]
+    assert engine.generate("alpha:v1", QUESTION, max_new_tokens=8) == alpha
+    assert engine.generate("beta:v1", QUESTION, max_new_tokens=8) == beta
+    assert (engine.adapter_loads, engine.base_loads) == (4, 1)
+
+
+def test_grouped_choices_list_other_bases_after_the_served_one(engine: ChatEngine):
+    assert engine.grouped_choices()[:2] == [
+        (f"tiny-chat › {BASE_ONLY}", BASE_ONLY), ("tiny-chat › alpha:v1", "alpha:v1")
+    ]
+
+
+def test_four_bit_needs_cuda(chat_store):
+    with pytest.raises(ChatError, match="needs a CUDA GPU"):
+        ChatEngine(base="tiny-chat", device="cpu", load_in_4bit=True)

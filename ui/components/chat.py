@@ -1,8 +1,10 @@
-"""The Chat tab: pick an adapter (or the base model alone) and talk to it."""
+"""The Chat tab: pick an adapter (or the base model alone), talk to it, or compare two choices."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -11,12 +13,27 @@ import gradio as gr
 
 from registry.errors import LoraForgeError
 from ui.engine import BASE_ONLY, ChatEngine
+from ui.i18n import I18N
 
 MAX_MESSAGE_CHARS = 2000
+MAX_SYSTEM_PROMPT_CHARS = 2000
 DEFAULT_MAX_NEW_TOKENS = 128
 MAX_NEW_TOKENS_LIMIT = 512
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class GenerationSettings:
+    """The settings components every chat event reads."""
+
+    max_new_tokens: gr.Slider
+    temperature: gr.Slider
+    top_p: gr.Slider
+    system_prompt: gr.Textbox
+
+    def inputs(self) -> list[gr.components.Component]:
+        return [self.max_new_tokens, self.temperature, self.top_p, self.system_prompt]
 
 
 @dataclass
@@ -26,15 +43,55 @@ class ChatTab:
     adapter: gr.Dropdown
     chatbot: gr.Chatbot
     message: gr.Textbox
+    settings: GenerationSettings
+    refresh: gr.Button
 
 
-def _refresh_choices(engine: ChatEngine, current: str | None) -> gr.Dropdown:
+def refresh_choices(engine: ChatEngine, current: str | None) -> gr.Dropdown:
+    """The picker read fresh from the registry, keeping the current choice if still there."""
+    with user_errors():
+        choices = engine.grouped_choices()
+    values = [value for _, value in choices]
+    return gr.Dropdown(choices=choices, value=current if current in values else BASE_ONLY)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn our errors into a message in the UI, and anything else into one without a traceback."""
     try:
-        choices = engine.list_choices()
+        yield
+    except gr.Error:
+        raise
     except LoraForgeError as exc:
         raise gr.Error(str(exc)) from exc
-    value = current if current in choices else BASE_ONLY
-    return gr.Dropdown(choices=choices, value=value)
+    except Exception as exc:
+        log.exception("request failed")
+        raise gr.Error(f"Request failed ({type(exc).__name__}); see the server log.") from exc
+
+
+def checked_message(message: str | None) -> str:
+    text = (message or "").strip()
+    if len(text) > MAX_MESSAGE_CHARS:
+        raise gr.Error(f"The message is {len(text)} characters; the limit is {MAX_MESSAGE_CHARS}.")
+    return text
+
+
+def sampling(
+    max_new_tokens: float, temperature: float, top_p: float
+) -> dict[str, float | int]:
+    """Clamp the settings: the API accepts any number, not just what the sliders allow."""
+    return {
+        "max_new_tokens": max(1, min(int(max_new_tokens), MAX_NEW_TOKENS_LIMIT)),
+        "temperature": max(0.0, min(float(temperature), 2.0)),
+        "top_p": max(0.05, min(float(top_p), 1.0)),
+    }
+
+
+def with_system(system_prompt: str | None, chat: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    system = (system_prompt or "").strip()
+    if len(system) > MAX_SYSTEM_PROMPT_CHARS:
+        raise gr.Error(f"The system prompt is over {MAX_SYSTEM_PROMPT_CHARS} characters.")
+    return [{"role": "system", "content": system}, *chat] if system else chat
 
 
 def _chat(
@@ -44,74 +101,128 @@ def _chat(
     history: list[dict[str, Any]] | None,
     max_new_tokens: float = DEFAULT_MAX_NEW_TOKENS,
 ) -> tuple[list[dict[str, Any]], str]:
+    """The whole reply at once (api ``/chat``, kept for scripts and the demo)."""
     history = list(history or [])
-    text = (message or "").strip()
+    text = checked_message(message)
     if not text:
         gr.Warning("Type a message first.")
         return history, message or ""
-    if len(text) > MAX_MESSAGE_CHARS:
-        raise gr.Error(f"The message is {len(text)} characters; the limit is {MAX_MESSAGE_CHARS}.")
     conversation = [*history, {"role": "user", "content": text}]
-    try:
-        tokens = max(1, min(int(max_new_tokens), MAX_NEW_TOKENS_LIMIT))  # the API skips the slider
+    tokens = sampling(max_new_tokens, 0.0, 1.0)["max_new_tokens"]
+    with user_errors():
         reply = engine.generate(adapter_choice, conversation, max_new_tokens=tokens)
-    except LoraForgeError as exc:
-        raise gr.Error(str(exc)) from exc
-    except Exception as exc:  # a model failure must not show the user a traceback
-        log.exception("generation failed")
-        raise gr.Error(f"Generation failed ({type(exc).__name__}); see the server log.") from exc
     return [*conversation, {"role": "assistant", "content": reply}], ""
 
 
+def _chat_stream(
+    engine: ChatEngine,
+    adapter_choice: str | None,
+    message: str | None,
+    history: list[dict[str, Any]] | None,
+    max_new_tokens: float = DEFAULT_MAX_NEW_TOKENS,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    system_prompt: str | None = "",
+) -> Iterator[tuple[list[dict[str, Any]], str]]:
+    """The reply as it is generated (api ``/chat_stream``); the system prompt is not stored."""
+    history = list(history or [])
+    text = checked_message(message)
+    if not text:
+        gr.Warning("Type a message first.")
+        yield history, message or ""
+        return
+    conversation = [*history, {"role": "user", "content": text}]
+    yield [*conversation, {"role": "assistant", "content": ""}], ""
+    reply = ""
+    with user_errors():
+        for reply in engine.stream(
+            adapter_choice,
+            with_system(system_prompt, conversation),
+            **sampling(max_new_tokens, temperature, top_p),
+        ):
+            yield [*conversation, {"role": "assistant", "content": reply}], ""
+    yield [*conversation, {"role": "assistant", "content": reply}], ""
+
+
+def build_settings() -> GenerationSettings:
+    with gr.Accordion(I18N("settings"), open=False):
+        with gr.Row():
+            max_new_tokens = gr.Slider(
+                8, MAX_NEW_TOKENS_LIMIT, value=DEFAULT_MAX_NEW_TOKENS, step=8,
+                label=I18N("max_new_tokens"),
+            )
+            temperature = gr.Slider(0.0, 2.0, value=0.0, step=0.05, label=I18N("temperature"))
+            top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label=I18N("top_p"))
+        system_prompt = gr.Textbox(
+            label=I18N("system_prompt"), lines=2, max_length=MAX_SYSTEM_PROMPT_CHARS
+        )
+    return GenerationSettings(max_new_tokens, temperature, top_p, system_prompt)
+
+
 def build_chat_tab(engine: ChatEngine) -> ChatTab:
-    """Lay out the Chat tab and wire its events (api names: ``chat``, ``list_adapters``)."""
-    with gr.Tab("Chat"):
+    """Lay out the Chat tab and wire its events.
+
+    Api names: ``chat`` (whole reply), ``chat_stream``, ``list_adapters``, and ``compare``
+    from ``ui.components.compare``.
+    """
+    from ui.components.compare import build_compare
+
+    with gr.Tab(I18N("tab_chat"), id="chat"):
         with gr.Row():
             adapter = gr.Dropdown(
-                choices=engine.list_choices(),
+                choices=engine.grouped_choices(),
                 value=BASE_ONLY,
-                label="Adapter",
+                label=I18N("adapter"),
                 # The engine checks the label against the store, so adapters registered after
                 # the page loaded (or called over the API) work without a refresh.
                 allow_custom_value=True,
-                info=f"Adapters of base model {engine.base_name!r}",
+                info=I18N("adapter_info"),
                 scale=4,
+                elem_id="adapter-picker",
             )
-            refresh = gr.Button("Refresh list", scale=1)
-        chatbot = gr.Chatbot(label="Conversation", height=420)
+            refresh = gr.Button(I18N("refresh"), scale=1)
+        chatbot = gr.Chatbot(label=I18N("conversation"), height=380, elem_id="chatbot")
         with gr.Row():
             message = gr.Textbox(
-                label="Message",
-                placeholder="Ask a question…",
+                label=I18N("message"),
+                placeholder=I18N("ask"),
                 show_label=False,
                 max_length=MAX_MESSAGE_CHARS,
                 scale=5,
+                elem_id="message",
             )
-            send = gr.Button("Send", variant="primary", scale=1)
-        with gr.Row():
-            max_new_tokens = gr.Slider(
-                8,
-                MAX_NEW_TOKENS_LIMIT,
-                value=DEFAULT_MAX_NEW_TOKENS,
-                step=8,
-                label="Max new tokens",
-            )
-            clear = gr.Button("Clear conversation")
+            send = gr.Button(I18N("send"), variant="primary", scale=1, elem_id="send")
+        settings = build_settings()
+        clear = gr.Button(I18N("clear"), size="sm")
+        whole_reply = gr.Button(visible=False)  # carries the /chat api, which the page doesn't use
+        compare = build_compare(engine, settings)
 
     refresh.click(
-        partial(_refresh_choices, engine),
+        partial(refresh_choices, engine),
         inputs=adapter,
         outputs=adapter,
         api_name="list_adapters",
         queue=False,
     )
+    for picker in (compare.left, compare.right):
+        refresh.click(partial(refresh_choices, engine), inputs=picker, outputs=picker,
+                      api_name=False, queue=False)
     gr.on(
         triggers=[send.click, message.submit],
-        fn=partial(_chat, engine),
-        inputs=[adapter, message, chatbot, max_new_tokens],
+        fn=partial(_chat_stream, engine),
+        inputs=[adapter, message, chatbot, *settings.inputs()],
+        outputs=[chatbot, message],
+        api_name="chat_stream",
+        concurrency_limit=2,
+        concurrency_id="generate",
+    )
+    whole_reply.click(
+        partial(_chat, engine),
+        inputs=[adapter, message, chatbot, settings.max_new_tokens],
         outputs=[chatbot, message],
         api_name="chat",
         concurrency_limit=2,
+        concurrency_id="generate",
     )
     clear.click(lambda: ([], ""), outputs=[chatbot, message], api_name=False, queue=False)
-    return ChatTab(adapter=adapter, chatbot=chatbot, message=message)
+    return ChatTab(adapter, chatbot, message, settings, refresh)

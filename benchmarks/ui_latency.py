@@ -1,0 +1,188 @@
+"""Chat engine latency: hot-swapping adapters vs reloading, time to first token, decode speed.
+
+    python benchmarks/ui_latency.py                       # a tiny random Llama, built here
+    python benchmarks/ui_latency.py --hidden 1024 --layers 8
+    python benchmarks/ui_latency.py --base NAME           # a registered base and its adapters
+
+In one run: the median time to switch between two attached adapters (PEFT ``set_adapter``
+through ``ChatEngine.activate``) against loading the base and the adapter from disk, and
+their ratio (targets: at most 50 ms, at least 20x faster); the median time to first token
+of a streamed reply; and decode tokens/s with an adapter relative to the base alone
+(target: at least 0.9).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+QUESTION = [{"role": "user", "content": "What is a low-rank adapter?"}]
+
+
+def build_tiny_store(root: Path, hidden: int, layers: int) -> str:
+    """A throwaway store with a random Llama and two random LoRA adapters; returns the base."""
+    os.environ["LORAFORGE_HOME"] = str(root / "home")
+    os.environ.pop("LORAFORGE_DATABASE_URL", None)
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from registry import db
+    from registry.db import session_scope
+    from registry.models import Adapter, BaseModel
+    from tests.ui.conftest import _build_tokenizer
+
+    db.upgrade()
+    base_dir = root / "base"
+    tokenizer = _build_tokenizer(base_dir)
+    config = LlamaConfig(
+        vocab_size=-(-len(tokenizer) // 32) * 32, hidden_size=hidden,
+        intermediate_size=hidden * 2, num_hidden_layers=layers,
+        num_attention_heads=max(2, hidden // 64), num_key_value_heads=max(2, hidden // 64),
+        max_position_embeddings=1024, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(base_dir, safe_serialization=True)
+    lora = LoraConfig(r=16, lora_alpha=32, init_lora_weights=False, task_type="CAUSAL_LM",
+                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+    with session_scope() as session:
+        base = BaseModel(name="bench-base", source="benchmark", path=str(base_dir))
+        session.add(base)
+        session.flush()
+        for seed, name in enumerate(["bench-a", "bench-b"], start=1):
+            torch.manual_seed(seed)
+            model = get_peft_model(LlamaForCausalLM.from_pretrained(base_dir), lora)
+            model.save_pretrained(root / name, safe_serialization=True)
+            session.add(Adapter(name=name, version=1, path=str(root / name), method="lora",
+                                base_model_id=base.id))
+    return "bench-base"
+
+
+def median_ms(samples: list[float]) -> float:
+    return 1000 * statistics.median(samples)
+
+
+def time_switches(engine, labels: list[str], rounds: int) -> float:
+    for label in labels:  # attach both first: we time the swap, not the first load
+        engine.activate(label)
+    samples = []
+    for i in range(rounds):
+        start = time.perf_counter()
+        engine.activate(labels[i % 2])
+        samples.append(time.perf_counter() - start)
+    return median_ms(samples)
+
+
+def time_reloads(engine, label: str, rounds: int) -> float:
+    """Load base + adapter from disk as a server without hot swap would on every switch."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from registry.adapters import get_adapter
+
+    path = get_adapter(label).path
+    dtype = torch.bfloat16 if engine.device == "cuda" else torch.float32
+    samples = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        model = AutoModelForCausalLM.from_pretrained(engine.base_path, dtype=dtype,
+                                                     use_safetensors=True).to(engine.device)
+        PeftModel.from_pretrained(model, path).eval()
+        if engine.device == "cuda":
+            torch.cuda.synchronize()
+        samples.append(time.perf_counter() - start)
+        del model
+    return median_ms(samples)
+
+
+def time_first_token(engine, label: str, rounds: int) -> float:
+    samples = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        stream = engine.stream(label, QUESTION, max_new_tokens=32)
+        next(stream)
+        samples.append(time.perf_counter() - start)
+        for _ in stream:  # finish it, so the lock is free for the next round
+            pass
+    return median_ms(samples)
+
+
+def decode_tokens_per_second(engine, label: str | None, tokens: int, rounds: int) -> float:
+    """Greedy decode of exactly ``tokens`` new tokens (EOS ignored), best of ``rounds``."""
+    import contextlib
+
+    import torch
+
+    model = engine.model
+    ids = engine.tokenizer.apply_chat_template(QUESTION, add_generation_prompt=True,
+                                               return_tensors="pt", return_dict=True)
+    ids = ids["input_ids"].to(engine.device)
+    if label is not None:
+        engine.activate(label)
+    off = model.disable_adapter() if label is None else contextlib.nullcontext()
+    best = 0.0
+    with off, torch.inference_mode():
+        for _ in range(rounds):
+            start = time.perf_counter()
+            model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                           max_new_tokens=tokens, min_new_tokens=tokens,
+                           pad_token_id=engine.tokenizer.pad_token_id)
+            if engine.device == "cuda":
+                torch.cuda.synchronize()
+            best = max(best, tokens / (time.perf_counter() - start))
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--base", help="registered base to use (default: build a tiny one)")
+    parser.add_argument("--hidden", type=int, default=256, help="tiny base hidden size")
+    parser.add_argument("--layers", type=int, default=4, help="tiny base layers")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: auto)")
+    parser.add_argument("--rounds", type=int, default=20, help="repetitions per measure")
+    parser.add_argument("--tokens", type=int, default=64, help="new tokens per decode run")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="loraforge-ui-bench-") as tmp:
+        base = args.base or build_tiny_store(Path(tmp), args.hidden, args.layers)
+        from ui.engine import ChatEngine
+
+        engine = ChatEngine(base=base, device=args.device)
+        labels = engine.list_choices()[1:3]
+        if len(labels) < 2:
+            sys.exit(f"base {base!r} needs two adapters to switch between; it has {len(labels)}")
+        engine.load()
+        switch = time_switches(engine, labels, args.rounds * 5)
+        reload = time_reloads(engine, labels[0], max(3, args.rounds // 4))
+        ttft = time_first_token(engine, labels[0], args.rounds)
+        with_adapter = decode_tokens_per_second(engine, labels[0], args.tokens, 3)
+        base_only = decode_tokens_per_second(engine, None, args.tokens, 3)
+        rows = [
+            ("device", engine.device, ""),
+            ("adapter switch, hot swap (median)", f"{switch:.2f} ms", "target <= 50 ms"),
+            ("reload base + adapter (median)", f"{reload:.1f} ms", ""),
+            ("reload / hot swap", f"{reload / switch:.0f}x", "target >= 20x"),
+            ("time to first token (median)", f"{ttft:.1f} ms", ""),
+            ("decode, base only", f"{base_only:.1f} tok/s", ""),
+            ("decode, with adapter", f"{with_adapter:.1f} tok/s", ""),
+            ("adapter / base decode", f"{with_adapter / base_only:.2f}", "target >= 0.9"),
+            ("base loads during the run", str(engine.base_loads), "must be 1"),
+        ]
+        width = max(len(r[0]) for r in rows)
+        for name, value, note in rows:
+            print(f"{name:<{width}}  {value:>14}  {note}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""The app in a real browser: Playwright drives Debian's chromium through the user's path.
+
+Needs ``apt-get install chromium``; without it the test skips, unless CI sets
+LORAFORGE_REQUIRE_BROWSER=1, where a missing browser is a failure. Screenshots land in
+docs/screenshots/ (the README shows them).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ui.engine import BASE_ONLY
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+QUESTION = "What is a low-rank adapter?"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+WATCH_REPLY = """() => {
+  window.__replies = [];
+  new MutationObserver(() => {
+    const bots = document.querySelectorAll('#chatbot [data-testid="bot"]');
+    const last = bots.length ? bots[bots.length - 1].innerText.trim() : '';
+    if (last && window.__replies[window.__replies.length - 1] !== last) {
+      window.__replies.push(last);
+    }
+  }).observe(document.querySelector('#chatbot'),
+             {subtree: true, childList: true, characterData: true});
+}"""
+
+
+@pytest.fixture
+def browser():
+    if not CHROMIUM.exists():
+        reason = f"{CHROMIUM} is missing; install it with `apt-get install -y chromium`"
+        if os.environ.get("LORAFORGE_REQUIRE_BROWSER") == "1":
+            pytest.fail(reason + " (LORAFORGE_REQUIRE_BROWSER=1)")
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+def _pick(page, picker_id: str, option: str) -> None:
+    box = page.locator(f"#{picker_id} input")
+    box.click()
+    options = page.locator(f"#{box.get_attribute('aria-controls')}")
+    options.get_by_role("option", name=option, exact=True).click()
+
+
+def test_pick_chat_stream_switch_language_and_compare(served, browser):
+    engine, url = served
+    expected = {
+        choice: engine.generate(choice, [{"role": "user", "content": QUESTION}], 24)
+        for choice in (BASE_ONLY, "alpha:v1")
+    }
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1280, "height": 1100}, locale="en-US")
+    page.set_default_timeout(60_000)
+    page.goto(url)
+    page.wait_for_selector("#adapter-picker input")
+
+    _pick(page, "adapter-picker", "tiny-chat › alpha:v1")
+    page.get_by_text("Generation settings").click()
+    page.get_by_label("Max new tokens").first.fill("24")
+    page.get_by_label("Max new tokens").first.press("Enter")
+    page.evaluate(WATCH_REPLY)
+    page.locator("#message textarea").fill(QUESTION)
+    page.locator("#send").click()
+    last_bot = page.locator('#chatbot [data-testid="bot"]').last
+    last_bot.wait_for()
+    page.wait_for_function(
+        "text => { const b = document.querySelectorAll('#chatbot [data-testid=\"bot\"]');"
+        " return b.length && b[b.length - 1].innerText.trim() === text; }",
+        arg=expected["alpha:v1"],
+    )
+    seen = page.evaluate("window.__replies")
+    assert len(seen) > 1, f"the reply appeared at once, not streamed: {seen}"
+    page.screenshot(path=str(SCREENSHOTS / "chat.png"), full_page=True)
+
+    page.get_by_text("Settings", exact=True).last.click()
+    page.get_by_label("Language").click()
+    # Gradio lists Indonesian by its code: it has no display name for it.
+    page.get_by_role("option", name="id", exact=True).click()
+    page.locator("h2:has(.url) + button").click()  # close the Settings panel
+    page.get_by_role("button", name="Kirim").wait_for()
+    page.get_by_role("tab", name="Obrolan").wait_for()
+
+    page.get_by_text("Bandingkan dua pilihan").click()
+    _pick(page, "compare-left", f"tiny-chat › {BASE_ONLY}")
+    _pick(page, "compare-right", "tiny-chat › alpha:v1")
+    page.locator("#compare-message textarea").fill(QUESTION)
+    page.locator("#compare-send").click()
+    for pane, choice in (("compare-left-pane", BASE_ONLY), ("compare-right-pane", "alpha:v1")):
+        page.wait_for_function(
+            "([pane, text]) => { const b = document.querySelectorAll("
+            "'#' + pane + ' [data-testid=\"bot\"]');"
+            " return b.length && b[b.length - 1].innerText.trim() === text; }",
+            arg=[pane, expected[choice]],
+        )
+    page.locator("#compare").scroll_into_view_if_needed()
+    page.screenshot(path=str(SCREENSHOTS / "compare-id.png"), full_page=True)

@@ -1,0 +1,93 @@
+"""The Adapters, Data and Train tabs driven over HTTP with gradio_client, on a real store."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from gradio_client import Client
+
+from registry.article_store import ArticleRecord, QARecord, open_crawl_run, store_articles
+from ui.components.train import train_argv
+
+
+@pytest.fixture
+def client(served) -> Client:
+    _, url = served
+    return Client(url, verbose=False)
+
+
+def _stored_articles() -> None:
+    run = open_crawl_run("qa", {"test": True}, url=None)
+    store_articles(run, [
+        ArticleRecord(url="http://site.test/a", title="Asthma basics", text="Asthma text.",
+                      topic="asthma", language="en",
+                      qa_pairs=[QARecord("What is asthma?", "A lung disease.")]),
+        ArticleRecord(url="http://site.test/b", title="Gout basics", text="Gout text.",
+                      topic="gout", language="en"),
+        ArticleRecord(url="http://site.test/c", title="Asthma care", text="More asthma.",
+                      topic="asthma", language="en"),
+    ])
+
+
+def test_registry_table_lists_both_adapters_and_their_lineage(client: Client):
+    table, _costs, picker = client.predict(api_name="/registry")
+    labels = [row[0] for row in table["data"]]
+    assert labels == ["alpha:v1", "beta:v1"]
+    assert table["headers"][:3] == ["label", "base", "method"]
+    lineage, _loss = client.predict("beta:v1", api_name="/adapter_detail")
+    assert "beta:v1" in lineage and "tiny-chat" in lineage
+
+
+def test_push_failures_are_messages_not_tracebacks(client: Client):
+    assert client.predict("alpha:v1", "not a repo id!", True, api_name="/push").startswith("⚠️")
+    assert "Pick an adapter" in client.predict(None, "me/x", True, api_name="/push")
+
+
+def test_data_tab_counts_topics_browses_and_shows_an_article(client: Client):
+    _stored_articles()
+    runs, topics = client.predict(api_name="/data")
+    assert len(runs["data"]) == 1
+    browsed = client.predict("asthma", api_name="/articles")
+    assert [row[1] for row in browsed["data"]] == ["Asthma basics", "Asthma care"]
+    text = client.predict(browsed["data"][0][0], api_name="/article")
+    assert text.startswith("### Asthma basics") and "Asthma text." in text
+    assert "No article #999" in client.predict(999, api_name="/article")
+
+
+def test_snapshot_build_runs_the_cli_and_reports_its_exit(client: Client):
+    log = client.predict("", "qa", "no-such-topic", None, api_name="/build_snapshot")
+    assert "✗ exit" in log and "Traceback" not in log
+
+
+def test_failed_training_run_ends_in_a_message_and_no_done_flag(client: Client):
+    log, _curve, done = client.predict("lora", "no-such-base", "", 4, 3e-3, 2, api_name="/train")
+    assert done == "failed"
+    assert "no-such-base" in log and "Traceback" not in log
+
+
+def test_train_argv_is_a_list_and_refuses_bad_values():
+    argv = train_argv("lora", "tiny; rm -rf /", "snap", 8, 0.003, 20)
+    assert argv[:3] == [sys.executable, "-m", "loraforge"]
+    assert "tiny; rm -rf /" in argv  # one argument, never parsed by a shell
+    for bad in [("lora", "b", "", 0, 1e-3, 5), ("lora", "b", "", 8, 2.0, 5),
+                ("lora", "b", "", 8, 1e-3, 0)]:
+        with pytest.raises(Exception, match="must be between"):
+            train_argv(*bad)
+
+
+@pytest.mark.slow
+def test_training_from_the_train_tab_adds_an_adapter_to_the_picker(client: Client):
+    _stored_articles()
+    log = client.predict("ui-snap", "qa", "", None, api_name="/build_snapshot")
+    assert log.endswith("✓ done"), log
+    # 5 steps: the trainer records the loss every 5 steps by default.
+    log, curve, done = client.predict("lora", "tiny-chat", "ui-snap", 4, 3e-3, 5,
+                                      api_name="/train")
+    assert done == "ok", log
+    assert [row[0] for row in curve["data"]] == [5]
+    update = client.predict("alpha:v1", api_name="/list_adapters")
+    new = [value for _, value in update["choices"]][3:]
+    assert len(new) == 1 and new[0].endswith(":v1"), update["choices"]
+    history, _ = client.predict(new[0], "What is asthma?", [], 8, api_name="/chat")
+    assert history[-1]["role"] == "assistant"
