@@ -11,7 +11,8 @@ from crawlers.cli import crawl_app, demo_site_app
 from loraforge.demo import demo_command
 from registry.cli import adapters_app, db_app, hub_app
 from registry.errors import LoraForgeError
-from trainers.cli import base_app, data_app, train_app
+from trainers.cli import base_app, data_app, train_app, trainers_app
+from trainers.plugin_scaffold import plugin_app
 from ui.cli import ui_command
 
 app = typer.Typer(
@@ -27,6 +28,8 @@ app.add_typer(demo_site_app, name="demo-site")
 app.add_typer(data_app, name="data")
 app.add_typer(base_app, name="base")
 app.add_typer(train_app, name="train")
+app.add_typer(trainers_app, name="trainers")
+app.add_typer(plugin_app, name="plugin")
 app.add_typer(adapters_app, name="adapters")
 app.add_typer(hub_app, name="hub")
 app.command("ui")(ui_command)

@@ -45,6 +45,8 @@ class RunRecord:
     loss_curve: list[dict[str, float]]
     error: str | None
     output_dir: str | None
+    base_name: str | None = None
+    snapshot_name: str | None = None
 
 
 def _adapter_record(row: Adapter) -> AdapterRecord:
@@ -63,6 +65,8 @@ def _run_record(row: TrainingRun) -> RunRecord:
         id=row.id, method=row.method, status=row.status.value, config=dict(row.config or {}),
         metrics=dict(row.metrics or {}), loss_curve=list(row.loss_curve or []), error=row.error,
         output_dir=row.output_dir,
+        base_name=row.base_model.name if row.base_model is not None else None,
+        snapshot_name=row.snapshot.name if row.snapshot is not None else None,
     )
 
 
@@ -86,6 +90,17 @@ def fail_run(run_id: int, error: str) -> None:
         run.status = RunStatus.failed
         run.error = error
         run.finished_at = utcnow()
+
+
+def restart_run(run_id: int) -> None:
+    """Mark an interrupted run as running again, for ``--resume``."""
+    with session_scope() as session:
+        run = session.get(TrainingRun, run_id)
+        if run is None:
+            raise RegistryError(f"training run #{run_id} does not exist")
+        run.status = RunStatus.running
+        run.error = None
+        run.finished_at = None
 
 
 def next_version(name: str) -> int:

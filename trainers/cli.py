@@ -1,73 +1,38 @@
-"""``loraforge data``, ``loraforge base`` and ``loraforge train`` command groups."""
+"""``loraforge base`` and ``loraforge train`` command groups; ``data`` lives in data_cli."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from trainers.compare import compare_command
 from trainers.config import LoraTrainConfig
+from trainers.data_cli import data_app  # noqa: F401  (re-exported for loraforge.cli)
 
 console = Console()
 
-data_app = typer.Typer(help="Build dataset snapshots from the store's QA pairs.",
-                       no_args_is_help=True)
 base_app = typer.Typer(help="Build, register and list base models.", no_args_is_help=True)
 train_app = typer.Typer(help="Train adapters on a base model and a dataset snapshot.",
                         no_args_is_help=True)
+
+train_app.command("compare")(compare_command)
+trainers_app = typer.Typer(help="Installed trainer backends (entry-point group "
+                           "loraforge.trainers).", no_args_is_help=True)
 
 _LORA = LoraTrainConfig()
 
 
 def _help(field: str) -> str:
-    return LoraTrainConfig.__dataclass_fields__[field].metadata["help"]
-
-
-@data_app.command("build")
-def data_build(
-    name: str | None = typer.Option(None, "--name", help="Snapshot name [default: qa-<hash>]."),
-    test_fraction: float = typer.Option(0.1, "--test-fraction", help="Share held out for test."),
-    seed: int = typer.Option(0, "--seed", help="Seed for sampling and the train/test split."),
-    limit: int | None = typer.Option(None, "--limit", help="Use at most this many QA pairs "
-                                     "(a seeded sample) [default: all]."),
-    system_prompt: str | None = typer.Option(None, "--system-prompt",
-                                             help="System message to open every chat with."),
-    topic: str | None = typer.Option(None, "--topic",
-                                     help="Only pairs whose topic or focus area is this."),
-    max_answer_words: int | None = typer.Option(
-        None, "--max-answer-words", help="Only pairs whose answer has at most this many words "
-        "(short answers fit a small max length) [default: no limit]."),
-) -> None:
-    """Freeze the store's QA pairs into train.jsonl / test.jsonl chats."""
-    from registry.snapshots import list_snapshots
-    from trainers.dataset import build_snapshot
-
-    with console.status("building snapshot…"):
-        snapshot_id = build_snapshot(name=name, test_fraction=test_fraction, seed=seed,
-                                     limit=limit, system_prompt=system_prompt, topic=topic,
-                                     max_answer_words=max_answer_words)
-    snap = next(s for s in list_snapshots() if s.id == snapshot_id)
-    console.print(f"snapshot [bold]{snap.name}[/] (#{snap.id}): {snap.counts['train']} train, "
-                  f"{snap.counts['test']} test → {snap.path}")
-
-
-@data_app.command("list")
-def data_list() -> None:
-    """A table of dataset snapshots."""
-    from registry.db import ensure_schema
-    from registry.snapshots import list_snapshots
-
-    ensure_schema()
-    table = Table("id", "name", "train", "test", "seed", "hash", "path")
-    for s in list_snapshots():
-        table.add_row(str(s.id), s.name, str(s.counts.get("train", 0)),
-                      str(s.counts.get("test", 0)), str(s.seed), s.content_hash[:12], s.path or "-")
-    console.print(table)
+    """A LoRA config field's help with its default, for options whose default is None here."""
+    text = LoraTrainConfig.__dataclass_fields__[field].metadata["help"]
+    return f"{text} (default: {getattr(_LORA, field)} for LoRA methods)"
 
 
 @contextmanager
@@ -145,37 +110,98 @@ def _summary(adapter_id: int) -> Table:
     title = f"{record.label} ({record.method} on {record.base_name})"
     table = Table("metric", "value", title=title)
     for key, value in record.metrics.items():
+        if isinstance(value, (list, dict)):  # curves and examples: see train_metrics.json
+            continue
         shown = f"{value:,}" if isinstance(value, int) else str(value)
         table.add_row(key, shown)
     table.add_row("path", record.path)
     return table
 
 
+def _examples(adapter_id: int, limit: int = 3) -> Table | None:
+    from registry.adapters import get_adapter
+
+    examples = get_adapter(adapter_id).metrics.get("examples") or []
+    if not examples:
+        return None
+    table = Table("question", "reference", "predicted", title="test split: actual vs predicted")
+    for ex in examples[:limit]:
+        table.add_row(*(ex[k][:160] for k in ("question", "reference", "predicted")))
+    return table
+
+
 @train_app.callback(invoke_without_command=True)
 def train(
     ctx: typer.Context,
-    method: str = typer.Option("lora", "--method", help="Trainer backend (entry-point name)."),
-    base: str = typer.Option("tiny", "--base", help="Registered base model name."),
+    method: str | None = typer.Option(None, "--method", help="Trainer backend (entry-point "
+                                      "name; default: lora); see `loraforge trainers list`."),
+    base: str | None = typer.Option(None, "--base",
+                                    help="Registered base model name (default: tiny)."),
     dataset: str | None = typer.Option(None, "--dataset",
-                                       help="Snapshot name [default: the newest]."),
-    name: str | None = typer.Option(None, "--name", help="Adapter name [default: BASE-METHOD]."),
-    rank: int = typer.Option(_LORA.rank, "--rank", help=_help("rank")),
-    alpha: float = typer.Option(_LORA.alpha, "--alpha", help=_help("alpha")),
-    lr: float = typer.Option(_LORA.learning_rate, "--lr", help=_help("learning_rate")),
+                                       help="Snapshot name (default: the newest)."),
+    name: str | None = typer.Option(None, "--name",
+                                    help="Adapter name (default: BASE-METHOD)."),
+    recipe: Annotated[Path | None, typer.Option(
+        "--recipe", help="YAML recipe (method, base, dataset, name, config); options given "
+        "here win.")] = None,
+    settings: Annotated[list[str] | None, typer.Option(
+        "--set", help="Any config field as key=value (repeatable), e.g. --set use_rslora=true; "
+        "see `loraforge trainers list --fields`.")] = None,
+    resume: bool = typer.Option(False, "--resume", help="Finish the newest interrupted run "
+                                "from its last checkpoint (its own method, data and config)."),
+    rank: int | None = typer.Option(None, "--rank", help=_help("rank")),
+    alpha: float | None = typer.Option(None, "--alpha", help=_help("alpha")),
+    lr: float | None = typer.Option(None, "--lr", help=_help("learning_rate")),
     max_steps: int | None = typer.Option(None, "--max-steps", help=_help("max_steps")),
-    epochs: float = typer.Option(_LORA.epochs, "--epochs", help=_help("epochs")),
-    batch_size: int = typer.Option(_LORA.batch_size, "--batch-size", help=_help("batch_size")),
-    max_length: int = typer.Option(_LORA.max_length, "--max-length", help=_help("max_length")),
+    epochs: float | None = typer.Option(None, "--epochs", help=_help("epochs")),
+    batch_size: int | None = typer.Option(None, "--batch-size", help=_help("batch_size")),
+    max_length: int | None = typer.Option(None, "--max-length", help=_help("max_length")),
+    eval_steps: int | None = typer.Option(None, "--eval-steps", help=_help("eval_steps")),
 ) -> None:
     """Train an adapter, register it as NAME:vN and print its metrics."""
     if ctx.invoked_subcommand is not None:
         return
-    from trainers.run import run_training
+    from trainers.run import load_recipe, parse_settings, run_training
 
-    overrides: dict[str, Any] = {"rank": rank, "alpha": alpha, "learning_rate": lr,
-                                 "max_steps": max_steps, "epochs": epochs,
-                                 "batch_size": batch_size, "max_length": max_length}
-    with console.status(f"training {method} adapter on {base}…"):
-        adapter_id = run_training(method=method, base=base, snapshot=dataset, adapter_name=name,
-                                  overrides=overrides)
+    plan = load_recipe(recipe) if recipe is not None else {}
+    overrides: dict[str, Any] = {**plan.get("config", {}), **parse_settings(settings or [])}
+    given = {"rank": rank, "alpha": alpha, "learning_rate": lr, "max_steps": max_steps,
+             "epochs": epochs, "batch_size": batch_size, "max_length": max_length,
+             "eval_steps": eval_steps}
+    overrides.update({k: v for k, v in given.items() if v is not None})
+    adapter_id = run_training(
+        method=method or plan.get("method", "lora"), base=base or plan.get("base", "tiny"),
+        snapshot=dataset or plan.get("dataset"), adapter_name=name or plan.get("name"),
+        overrides=overrides, resume=resume,
+    )
     console.print(_summary(adapter_id))
+    examples = _examples(adapter_id)
+    if examples is not None:
+        console.print(examples)
+
+
+@trainers_app.command("list")
+def trainers_list(
+    fields: bool = typer.Option(False, "--fields", help="Also list each config field with its "
+                                "default and help."),
+) -> None:
+    """The installed backends, the package each comes from, and their config class."""
+    import dataclasses
+
+    from trainers.discovery import backend_packages, discover_backends
+
+    packages = backend_packages()
+    table = Table("method", "package", "config", "about")
+    for name, backend in sorted(discover_backends().items()):
+        doc = (type(backend).__doc__ or "").strip().splitlines()
+        table.add_row(name, packages.get(name, "-"), backend.config_class.__name__,
+                      doc[0] if doc else "")
+    console.print(table)
+    if fields:
+        for name, backend in sorted(discover_backends().items()):
+            title = f"{name} ({backend.config_class.__name__})"
+            detail = Table("field", "default", "help", title=title)
+            for f in dataclasses.fields(backend.config_class):
+                default = f.default if f.default is not dataclasses.MISSING else "-"
+                detail.add_row(f.name, repr(default), f.metadata.get("help", ""))
+            console.print(detail)

@@ -65,6 +65,11 @@ def discover_backends() -> dict[str, TrainerBackend]:
     return found
 
 
+def backend_packages() -> dict[str, str]:
+    """Which installed package registers each backend name."""
+    return {ep.name: _package(ep) for ep in entry_points(group=GROUP)}
+
+
 def get_backend(name: str) -> TrainerBackend:
     backends = discover_backends()
     if name not in backends:

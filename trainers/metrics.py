@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import resource
+import string
 import sys
 from typing import Any
 
@@ -11,9 +13,14 @@ from transformers import TrainerCallback
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameter counts."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    """(trainable, total) parameter counts; 4-bit weights count as the values they hold."""
+
+    def size(p: torch.Tensor) -> int:
+        # bitsandbytes stores two 4-bit values per uint8 element.
+        return p.numel() * 2 if type(p).__name__ == "Params4bit" else p.numel()
+
+    trainable = sum(size(p) for p in model.parameters() if p.requires_grad)
+    total = sum(size(p) for p in model.parameters())
     return trainable, total
 
 
@@ -72,4 +79,54 @@ def run_metrics(
         "tokens_seen": tokens,
         "initial_loss": loss_curve[0]["loss"] if loss_curve else None,
         "final_loss": loss_curve[-1]["loss"] if loss_curve else None,
+    }
+
+
+def curves_from_log_history(history: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
+    """(train loss curve, eval loss curve) from ``trainer.state.log_history``.
+
+    The history is saved in every checkpoint, so a resumed run's curve starts at step 1.
+    """
+    train = [{"step": int(e["step"]), "loss": round(float(e["loss"]), 4)}
+             for e in history if "loss" in e and "step" in e]
+    evals = [{"step": int(e["step"]), "eval_loss": round(float(e["eval_loss"]), 4)}
+             for e in history if "eval_loss" in e and "step" in e]
+    return train, evals
+
+
+_PUNCTUATION = re.compile(f"[{re.escape(string.punctuation)}]")
+
+
+def normalize_answer(text: str) -> str:
+    """Lowercase, no punctuation, single spaces: what exact match compares."""
+    return " ".join(_PUNCTUATION.sub(" ", text.lower()).split())
+
+
+def score_answers(model, tokenizer, chats: list[list[dict]], max_new_tokens: int = 64,
+                  keep_examples: int = 8) -> dict[str, Any]:
+    """ROUGE-L F1 and exact match of greedy answers against each chat's last (reference) turn.
+
+    Keeps the first ``keep_examples`` (question, reference, prediction) triples: the study's
+    "actual vs predicted" table.
+    """
+    from rouge_score import rouge_scorer
+
+    from trainers.generate import generate_answer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"])
+    rouge, exact, examples = [], [], []
+    for chat in chats:
+        reference = chat[-1]["content"]
+        predicted = generate_answer(model, tokenizer, chat[:-1], max_new_tokens=max_new_tokens)
+        rouge.append(scorer.score(reference, predicted)["rougeL"].fmeasure)
+        exact.append(float(normalize_answer(reference) == normalize_answer(predicted)))
+        if len(examples) < keep_examples:
+            question = next((m["content"] for m in reversed(chat[:-1]) if m["role"] == "user"), "")
+            examples.append({"question": question, "reference": reference,
+                             "predicted": predicted})
+    return {
+        "rouge_l": round(sum(rouge) / len(rouge), 4) if rouge else None,
+        "exact_match": round(sum(exact) / len(exact), 4) if exact else None,
+        "generated_examples": len(chats),
+        "examples": examples,
     }

@@ -20,7 +20,12 @@ class TrainerBackend(Protocol):
     """Trains one adapter from a base model and a snapshot's jsonl files.
 
     ``train`` writes a standard PEFT adapter (``adapter_config.json`` +
-    ``adapter_model.safetensors``) into ``output_dir``; the caller owns the registry.
+    ``adapter_model.safetensors``) or, for full fine-tuning, a transformers model into
+    ``output_dir``; the caller owns the registry. Backends that can checkpoint accept the
+    keyword arguments ``checkpoint_dir`` (a directory that survives a crash) and ``resume``
+    (continue from the newest checkpoint there); ``run_training`` passes them only to a
+    ``train`` that declares them. An optional ``preflight(model_path, config)`` raises
+    ``TrainerError`` for a request that cannot work, before any row is written.
     """
 
     name: str

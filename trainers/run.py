@@ -2,13 +2,19 @@
 
 Every check that can fail on bad input happens before the first row is written, so a typo
 leaves the store untouched. A run that fails while training is recorded as failed with its
-error, and leaves no adapter row and no files behind.
+error, and leaves no adapter row and no files behind. Checkpoints live apart from the adapter
+(``adapters/.checkpoints/run-N``) with an owner file naming the process, so a run killed with
+SIGKILL is recognised as interrupted and ``resume=True`` finishes it under the same run id.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import json
+import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -19,8 +25,11 @@ from registry.settings import get_settings
 from trainers.discovery import get_backend
 from trainers.errors import TrainerError
 
+OWNER_FILE = "owner.json"
 
-def _make_config(config_class: type, overrides: dict[str, Any] | None) -> Any:
+
+def make_config(config_class: type, overrides: dict[str, Any] | None) -> Any:
+    """The backend's config from ``overrides`` (None values ignored); bad values → TrainerError."""
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     known = {f.name for f in dataclasses.fields(config_class)}
     unknown = sorted(set(overrides) - known)
@@ -31,6 +40,52 @@ def _make_config(config_class: type, overrides: dict[str, Any] | None) -> Any:
         return config_class(**overrides)
     except (ValueError, TypeError) as exc:
         raise TrainerError(f"bad training config: {exc}") from exc
+
+
+_make_config = make_config  # the name older callers import
+
+
+RECIPE_KEYS = {"method", "base", "dataset", "name", "config"}
+
+
+def load_recipe(path: Path) -> dict[str, Any]:
+    """A YAML recipe: ``method``, ``base``, ``dataset``, ``name`` and a ``config`` mapping."""
+    import yaml
+
+    try:
+        recipe = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise TrainerError(f"cannot read recipe {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise TrainerError(f"recipe {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(recipe, dict) or set(recipe) - RECIPE_KEYS \
+            or not isinstance(recipe.get("config", {}), dict):
+        raise TrainerError(f"recipe {path} must be a mapping with keys among "
+                           f"{', '.join(sorted(RECIPE_KEYS))} and config a mapping")
+    return recipe
+
+
+def parse_settings(settings: list[str]) -> dict[str, Any]:
+    """``key=value`` strings to a dict; values are read as YAML scalars (8, 3e-4, true, [a, b])."""
+    import yaml
+
+    parsed: dict[str, Any] = {}
+    for item in settings:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise TrainerError(f"--set expects key=value, got {item!r}")
+        try:
+            parsed[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            parsed[key.strip()] = value
+    return parsed
+
+
+def _count_examples(path: Path) -> int:
+    if not path.is_file():
+        return 0
+    with open(path, encoding="utf-8") as lines:
+        return sum(1 for line in lines if line.strip())
 
 
 def _resolve_inputs(base: str, snapshot: str | None) -> tuple[bases.BaseRecord,
@@ -49,10 +104,64 @@ def _resolve_inputs(base: str, snapshot: str | None) -> tuple[bases.BaseRecord,
             else "no dataset snapshots yet; build one with `loraforge data build`"
         )
     train_file = Path(snap.path or "") / "train.jsonl"
-    if snap.counts.get("train", 0) < 1 or not train_file.is_file():
+    if _count_examples(train_file) < 1:
         raise TrainerError(f"snapshot {snap.name!r} has no training examples at {train_file}; "
                            "rebuild it with `loraforge data build`")
     return base_record, snap, train_file
+
+
+def checkpoints_dir(run_id: int) -> Path:
+    return get_settings().adapters_dir / ".checkpoints" / f"run-{run_id}"
+
+
+def _owner_alive(owner: dict[str, Any]) -> bool:
+    if owner.get("host") != socket.gethostname():
+        return True  # another machine's process: we can't tell, so don't touch it
+    try:
+        os.kill(int(owner["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, KeyError, ValueError):
+        return True
+    return True
+
+
+def _read_owner(run_id: int) -> dict[str, Any] | None:
+    owner = checkpoints_dir(run_id) / OWNER_FILE
+    return json.loads(owner.read_text()) if owner.is_file() else None
+
+
+def mark_interrupted_runs() -> list[int]:
+    """Mark runs whose process is gone (killed, machine lost) as failed; returns their ids.
+
+    Their temporary adapter directories are removed; their checkpoints stay for ``--resume``.
+    """
+    interrupted = []
+    for run in adapters.list_runs():
+        owner = _read_owner(run.id)
+        if run.status != "running" or owner is None or _owner_alive(owner):
+            continue
+        adapters.fail_run(run.id, f"interrupted: process {owner['pid']} is gone; "
+                                  "`loraforge train --resume` continues it")
+        for partial in get_settings().adapters_dir.glob(f".run{run.id}-*"):
+            shutil.rmtree(partial, ignore_errors=True)
+        interrupted.append(run.id)
+    return interrupted
+
+
+def _resumable_run() -> tuple[adapters.RunRecord, dict[str, Any]]:
+    mark_interrupted_runs()
+    for run in reversed(adapters.list_runs()):
+        owner = _read_owner(run.id)
+        if run.status == "failed" and owner is not None \
+                and any(checkpoints_dir(run.id).glob("checkpoint-*/trainer_state.json")):
+            return run, owner
+    raise TrainerError("no interrupted run with a checkpoint to resume; start a new run "
+                       "without --resume")
+
+
+def _accepts_checkpoints(backend: Any) -> bool:
+    return "checkpoint_dir" in inspect.signature(backend.train).parameters
 
 
 def run_training(
@@ -61,43 +170,72 @@ def run_training(
     snapshot: str | None = None,
     adapter_name: str | None = None,
     overrides: dict[str, Any] | None = None,
+    resume: bool = False,
 ) -> int:
     """Train an adapter with backend ``method`` and register it; returns the adapter id.
 
     ``snapshot`` None means the newest snapshot; ``overrides`` are fields of the backend's config
-    class (None values are ignored so CLI options can be passed straight through).
+    class (None values are ignored so CLI options can be passed straight through). ``resume``
+    finishes the newest interrupted run from its last checkpoint, with that run's method, base,
+    snapshot, config and adapter name; the other arguments are then ignored.
     """
     ensure_schema()
+    run_id: int | None = None
+    if resume:
+        run, owner = _resumable_run()
+        run_id, method, adapter_name = run.id, run.method, owner.get("adapter_name")
+        base, snapshot, overrides = run.base_name or base, run.snapshot_name, run.config
+    else:
+        mark_interrupted_runs()
     backend = get_backend(method)
-    config = _make_config(backend.config_class, overrides)
+    config = make_config(backend.config_class, overrides)
     base_record, snap, train_file = _resolve_inputs(base, snapshot)
     name = adapter_name or f"{base_record.name}-{method}"
     if not name or "/" in name or ":" in name:
         raise TrainerError(f"adapter name {name!r} must be non-empty without '/' or ':'")
+    if resume and not _accepts_checkpoints(backend):
+        raise TrainerError(f"trainer {method!r} cannot checkpoint, so it cannot resume")
+    if hasattr(backend, "preflight"):
+        backend.preflight(base_record.model_path, config)
 
     config_dict = config.to_dict() if hasattr(config, "to_dict") else dataclasses.asdict(config)
-    run_id = adapters.start_run(method=method, base_model_id=base_record.id,
-                                snapshot_id=snap.id, config=config_dict)
+    if run_id is None:
+        run_id = adapters.start_run(method=method, base_model_id=base_record.id,
+                                    snapshot_id=snap.id, config=config_dict)
+    else:
+        adapters.restart_run(run_id)
+    ckpt_dir = checkpoints_dir(run_id)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    (ckpt_dir / OWNER_FILE).write_text(json.dumps(
+        {"pid": os.getpid(), "host": socket.gethostname(), "adapter_name": name}))
     adapters_dir = get_settings().adapters_dir
-    adapters_dir.mkdir(parents=True, exist_ok=True)
     work_dir = Path(tempfile.mkdtemp(prefix=f".run{run_id}-", dir=adapters_dir))
     final_dir: Path | None = None
+    kwargs = {"checkpoint_dir": ckpt_dir, "resume": resume} if _accepts_checkpoints(backend) \
+        else {}
     try:
         result = backend.train(base_record.model_path, train_file, train_file.parent / "test.jsonl",
-                               work_dir, config)
+                               work_dir, config, **kwargs)
         version = adapters.next_version(name)
         final_dir = adapters_dir / f"{name}-v{version}"
         if final_dir.exists():  # files whose row was deleted; the store is the truth
             shutil.rmtree(final_dir)
         work_dir.rename(final_dir)
-        return adapters.finish_run(
+        (final_dir / "train_metrics.json").write_text(json.dumps(
+            {"method": method, "config": config_dict, "metrics": result.metrics,
+             "loss_curve": result.loss_curve}, indent=1))
+        adapter_id = adapters.finish_run(
             run_id, adapter_name=name, version=version, path=str(final_dir),
             metrics=result.metrics, loss_curve=result.loss_curve,
         )
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        return adapter_id
     except BaseException as exc:
         shutil.rmtree(work_dir, ignore_errors=True)
         if final_dir is not None:
             shutil.rmtree(final_dir, ignore_errors=True)
+        if not any(ckpt_dir.glob("checkpoint-*")):  # nothing to resume from
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
         adapters.fail_run(run_id, f"{type(exc).__name__}: {exc}")
         if isinstance(exc, Exception) and not isinstance(exc, TrainerError):
             raise TrainerError(f"training run #{run_id} failed: {exc}; "

@@ -115,5 +115,7 @@ def trained_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrainedS
         base_id = build_tiny_base(steps=TEST_BASE_STEPS)
         snapshot_id = build_snapshot(seed=0)
         adapter_id = run_training(overrides={"max_steps": TEST_LORA_STEPS, "max_length": 256,
-                                             "logging_steps": 2})
+                                             "logging_steps": 2, "eval_steps": 30,
+                                             "generate_examples": 2, "max_new_tokens": 32,
+                                             "progress_bar": False})
         yield TrainedStore(home, base_id, snapshot_id, adapter_id)

@@ -4,6 +4,7 @@ adapter is a plain PEFT adapter that changes the model. Bad requests write nothi
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -66,7 +67,8 @@ def test_a_second_run_gets_the_next_version(trained_store):
     adapter_id = run_training(overrides={"max_steps": 2, "max_length": 128})
     assert get_adapter(adapter_id).label == "tiny-lora:v2"
     assert get_adapter("tiny-lora").version == 2  # a bare name means the newest
-    assert [a.label for a in list_adapters()][:2] == ["tiny-lora:v1", "tiny-lora:v2"]
+    labels = [a.label for a in list_adapters() if a.name == "tiny-lora"]
+    assert labels[:2] == ["tiny-lora:v1", "tiny-lora:v2"]
 
 
 @pytest.mark.parametrize(
@@ -75,7 +77,7 @@ def test_a_second_run_gets_the_next_version(trained_store):
         ({"overrides": {"rank": 0}}, "rank must be at least 1"),
         ({"overrides": {"learning_rate": -1}}, "learning rate must be positive"),
         ({"overrides": {"ranks": 8}}, "unknown option"),
-        ({"method": "qlora"}, "unknown training method 'qlora'; available: lora"),
+        ({"method": "nope"}, "unknown training method 'nope'; available: dora, full, lora"),
         ({"base": "llama-70b"}, "no base model called 'llama-70b'"),
         ({"snapshot": "nope"}, "no dataset snapshot called 'nope'"),
         ({"adapter_name": "a:b"}, "must be non-empty"),
@@ -124,3 +126,18 @@ def test_lora_config_fields_all_have_help():
         assert field.metadata.get("help"), field.name
     with pytest.raises(ValueError, match="target modules"):
         LoraTrainConfig(target_modules=[])
+
+
+def test_every_run_records_flops_eval_loss_perplexity_and_test_split_scores(trained_store):
+    m = get_adapter(trained_store.adapter_id).metrics
+    assert m["total_flos"] > 0
+    assert m["eval_loss"] > 0 and m["perplexity"] == pytest.approx(2.718281828 ** m["eval_loss"],
+                                                                   rel=1e-2)
+    assert [p["step"] for p in m["eval_curve"]] == [30, 60]
+    assert 0 <= m["rouge_l"] <= 1 and 0 <= m["exact_match"] <= 1
+    assert m["generated_examples"] == 2 and len(m["examples"]) == 2
+    example = m["examples"][0]
+    assert example["question"] and example["reference"] and isinstance(example["predicted"], str)
+    saved = json.loads((Path(get_adapter(trained_store.adapter_id).path)
+                        / "train_metrics.json").read_text())
+    assert saved["method"] == "lora" and saved["config"]["rank"] == 8

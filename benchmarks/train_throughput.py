@@ -1,0 +1,198 @@
+"""Our LoRA path vs a plain TRL SFTTrainer (padded batches, default settings), in one run.
+
+    python benchmarks/train_throughput.py                      # CPU-sized defaults
+    python benchmarks/train_throughput.py --hidden 2048 --layers 16 --batch-size 16 --steps 30
+
+Same model (a Llama built from a config), same chats with uneven answer lengths, same LoRA
+config, learning rate, batch size, max length and steps. Prints tokens/s (real, non-padding
+tokens) and peak memory for each, the ratios, and the memory ratio of LoRA to a full fine-tune
+on our path. Each variant runs in its own process, so on CPU its peak resident memory is its
+own; on CUDA peak memory is ``torch.cuda.max_memory_allocated``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+VARIANTS = ("ours", "trl-default", "ours-full")
+WORDS = ("the patient may feel pain in the joints and muscles while doctors test blood "
+         "pressure heart rate and sugar levels to find the cause of symptoms such as fever "
+         "cough fatigue and weight loss treatment includes rest fluids exercise and "
+         "medicine").split()
+
+
+def build_inputs(workdir: Path, hidden: int, layers: int, examples: int, seed: int) -> None:
+    """A Llama from a config and chats whose answers run from a few words to a few hundred."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from trainers.base_model import make_config, train_tokenizer
+
+    rng = random.Random(seed)
+    chats = []
+    for i in range(examples):
+        n = int(round(2 ** rng.uniform(3, 8.5)))  # 8 to ~360 words, log-uniform: uneven
+        question = f"Question {i}: what about " + " ".join(rng.choices(WORDS, k=6)) + "?"
+        chats.append({"messages": [{"role": "user", "content": question},
+                                   {"role": "assistant",
+                                    "content": " ".join(rng.choices(WORDS, k=n))}]})
+    data = workdir / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    (data / "train.jsonl").write_text("".join(json.dumps(c) + "\n" for c in chats))
+    torch.manual_seed(seed)
+    tokenizer = train_tokenizer([c["messages"][1]["content"] for c in chats[:50]], 512)
+    model = LlamaForCausalLM(make_config(tokenizer, hidden, layers, seq_len=512))
+    model.save_pretrained(workdir / "model")
+    tokenizer.save_pretrained(workdir / "model")
+
+
+def _peak_memory(device: str) -> int:
+    from trainers.metrics import peak_memory_bytes
+
+    return peak_memory_bytes(device)
+
+
+def run_ours(workdir: Path, args: argparse.Namespace, method: str) -> dict:
+    from registry.settings import resolve_device
+    from trainers.discovery import get_backend
+
+    backend = get_backend(method)
+    fields = {"max_steps": args.steps, "batch_size": args.batch_size, "max_length": args.max_length,
+              "learning_rate": args.lr, "save_steps": 0, "generate_examples": 0,
+              "progress_bar": False, "warmup_ratio": 0.0, "logging_steps": 5}
+    if method == "lora":
+        fields.update(rank=args.rank, alpha=2 * args.rank, dropout=0.0)
+    config = backend.config_class(**fields)
+    result = backend.train(str(workdir / "model"), workdir / "data" / "train.jsonl", None,
+                           workdir / f"out-{method}", config)
+    m = result.metrics
+    return {"tokens": m["tokens_seen"], "seconds": m["wall_seconds"],
+            "peak_memory_bytes": _peak_memory(resolve_device()), "device": m["device"]}
+
+
+def run_trl_default(workdir: Path, args: argparse.Namespace) -> dict:
+    """TRL as its docs show it: SFTTrainer + LoraConfig, everything else left at its default."""
+    import torch
+    from datasets import load_dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from registry.settings import resolve_device
+
+    device = resolve_device()
+    data = load_dataset("json", data_files=str(workdir / "data" / "train.jsonl"))["train"]
+    data = data.map(lambda ex: {"prompt": ex["messages"][:-1], "completion": ex["messages"][-1:]},
+                    remove_columns=["messages"])
+    tokenizer = AutoTokenizer.from_pretrained(workdir / "model")
+    model = AutoModelForCausalLM.from_pretrained(workdir / "model")
+    sft_args = SFTConfig(
+        output_dir=str(workdir / "out-trl"), max_steps=args.steps, learning_rate=args.lr,
+        per_device_train_batch_size=args.batch_size, max_length=args.max_length,
+        logging_steps=5, save_strategy="no", report_to="none", disable_tqdm=True,
+        use_cpu=not device.startswith("cuda"),
+        bf16=device.startswith("cuda") and torch.cuda.is_bf16_supported(),
+        # Only counts tokens, so both sides report real (non-padding) tokens per second.
+        include_num_input_tokens_seen="non_padding",
+    )
+    lora = LoraConfig(r=args.rank, lora_alpha=2 * args.rank, lora_dropout=0.0,
+                      target_modules="all-linear", task_type="CAUSAL_LM")
+    trainer = SFTTrainer(model=model, args=sft_args, train_dataset=data,
+                         processing_class=tokenizer, peft_config=lora)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - started
+    return {"tokens": int(trainer.state.num_input_tokens_seen), "seconds": round(seconds, 2),
+            "peak_memory_bytes": _peak_memory(device), "device": device}
+
+
+def child(variant: str, workdir: Path, args: argparse.Namespace) -> None:
+    import logging
+
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    if variant == "ours":
+        result = run_ours(workdir, args, "lora")
+    elif variant == "ours-full":
+        result = run_ours(workdir, args, "full")
+    else:
+        result = run_trl_default(workdir, args)
+    (workdir / f"{variant}.json").write_text(json.dumps(result))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--hidden", type=int, default=256, help="Hidden size (default: 256).")
+    parser.add_argument("--layers", type=int, default=4, help="Layers (default: 4).")
+    parser.add_argument("--steps", type=int, default=20, help="Optimizer steps (default: 20).")
+    parser.add_argument("--batch-size", type=int, default=8, help="Batch size (default: 8).")
+    parser.add_argument("--max-length", type=int, default=512, help="Max tokens (default: 512).")
+    parser.add_argument("--rank", type=int, default=16, help="LoRA rank (default: 16).")
+    parser.add_argument("--lr", type=float, default=2e-4, help="Learning rate (default: 2e-4).")
+    parser.add_argument("--examples", type=int, default=400, help="Chats (default: 400).")
+    parser.add_argument("--seed", type=int, default=0, help="Data and init seed (default: 0).")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="Scratch directory (default: a new temp dir).")
+    parser.add_argument("--json", type=Path, default=None, help="Also write results here.")
+    parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.variant:
+        child(args.variant, args.workdir, args)
+        return
+    import tempfile
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="lf-bench-"))
+    build_inputs(workdir, args.hidden, args.layers, args.examples, args.seed)
+    passthrough = sys.argv[1:]
+    results = {}
+    for variant in VARIANTS:
+        print(f"running {variant}…", file=sys.stderr, flush=True)
+        subprocess.run([sys.executable, __file__, *passthrough, "--variant", variant,
+                        "--workdir", str(workdir)], check=True)
+        results[variant] = json.loads((workdir / f"{variant}.json").read_text())
+    report(results, args)
+
+
+def report(results: dict, args: argparse.Namespace) -> None:
+    for r in results.values():
+        r["tokens_per_second"] = round(r["tokens"] / r["seconds"], 1) if r["seconds"] else 0.0
+    ours, trl, full = results["ours"], results["trl-default"], results["ours-full"]
+    summary = {
+        "setup": {k: getattr(args, k) for k in ("hidden", "layers", "steps", "batch_size",
+                                                 "max_length", "rank", "examples")},
+        "results": results,
+        "speedup_tokens_per_second": round(ours["tokens_per_second"] / trl["tokens_per_second"],
+                                           2),
+        "memory_ratio_ours_to_trl": round(ours["peak_memory_bytes"] / trl["peak_memory_bytes"],
+                                          3),
+        "memory_ratio_lora_to_full": round(ours["peak_memory_bytes"] / full["peak_memory_bytes"],
+                                           3),
+    }
+    kind = "CUDA max allocated" if ours["device"].startswith("cuda") else "process peak RSS"
+    print(f"\n| variant | tokens/s | peak memory (MiB, {kind}) | tokens | seconds |")
+    print("|---|---|---|---|---|")
+    for name, r in results.items():
+        print(f"| {name} | {r['tokens_per_second']:.0f} | {r['peak_memory_bytes'] / 2**20:,.0f} "
+              f"| {r['tokens']} | {r['seconds']} |")
+    print(f"\nour LoRA vs TRL defaults: {summary['speedup_tokens_per_second']}x tokens/s, "
+          f"{summary['memory_ratio_ours_to_trl']}x peak memory")
+    print(f"LoRA vs full fine-tune peak memory: {summary['memory_ratio_lora_to_full']}x")
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""LoRAForge trainer plugin: (IA)^3 through PEFT."""

@@ -1,0 +1,320 @@
+"""The one supervised fine-tuning path every built-in backend shares (TRL's SFTTrainer).
+
+It reads top to bottom: model, adapter, data, arguments, trainer, train, evaluate, save. Variants
+override a hook rather than fork the loop: QLoRA changes ``load_model``, LoRA+ supplies
+``create_optimizer``, PiSSA changes ``peft_config`` and ``save``, full fine-tuning returns no
+``peft_config``.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from registry.settings import resolve_device
+from trainers.config import LoraTrainConfig, TrainConfig
+from trainers.errors import TrainerError
+from trainers.metrics import (
+    count_parameters,
+    curves_from_log_history,
+    reset_peak_memory,
+    run_metrics,
+    score_answers,
+)
+from trainers.protocol import TrainResult
+
+
+def load_chats(path: Path | None) -> list[list[dict]]:
+    """A snapshot split's chats; an absent or empty file is no chats."""
+    import json
+
+    if path is None or not path.is_file():
+        return []
+    with open(path, encoding="utf-8") as lines:
+        return [json.loads(line)["messages"] for line in lines if line.strip()]
+
+
+def _setup_data(train_file: Path, eval_file: Path | None):
+    """The snapshot's chats as TRL's conversational prompt/completion pairs.
+
+    Prompt/completion gives loss on the assistant's answer (and its end-of-turn token) only, and
+    works with any chat template, where ``assistant_only_loss`` needs {% generation %} markers.
+    """
+    from datasets import Dataset, disable_progress_bars
+
+    disable_progress_bars()  # per-map bars for a few dozen rows are noise in the CLI
+
+    def pairs(chats: list[list[dict]]) -> Dataset | None:
+        rows = [{"prompt": c[:-1], "completion": c[-1:]} for c in chats]
+        return Dataset.from_list(rows) if rows else None
+
+    return pairs(load_chats(train_file)), pairs(load_chats(eval_file))
+
+
+def _truncate(dataset, max_length: int):
+    """Cut every per-token column to ``max_length``: padding-free batches don't truncate."""
+    if dataset is None:
+        return None
+
+    def cut(example: dict) -> dict:
+        n = len(example["input_ids"])
+        return {k: v[:max_length] for k, v in example.items() if isinstance(v, list) and len(v) == n
+                and k not in ("prompt", "completion")}
+
+    return dataset.map(cut)
+
+
+def _quiet_progress():
+    from transformers.trainer_callback import ProgressCallback
+
+    class StepProgress(ProgressCallback):
+        """tqdm's bar without the log dicts it prints between steps; the registry keeps those."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs) -> None:
+            return None
+
+    return StepProgress()
+
+
+class SftBackend:
+    """Supervised fine-tuning with LoRA on a frozen base; subclasses change one step each."""
+
+    name = "sft"
+    config_class: type = LoraTrainConfig
+
+    # -- hooks ---------------------------------------------------------------------------------
+
+    def preflight(self, model_path: str, config: Any) -> None:
+        """Cheap checks before any row is written: the model config loads, target modules exist,
+        the logging backend asked for is installed."""
+        import importlib.util
+
+        report_to = getattr(config, "report_to", "none")
+        package = {"tensorboard": "tensorboard", "wandb": "wandb"}.get(report_to)
+        if package and importlib.util.find_spec(package) is None:
+            raise TrainerError(f"report_to={report_to} needs the {package} package; "
+                               f"pip install {package}, or drop report_to")
+        module_names = _module_names(model_path)
+        targets = getattr(config, "target_modules", None)
+        if isinstance(targets, list):
+            leaves = {n.rsplit(".", 1)[-1] for n in module_names} | set(module_names)
+            missing = [t for t in targets if t not in leaves]
+            if missing:
+                linear = sorted({n.rsplit(".", 1)[-1] for n in module_names
+                                 if n.rsplit(".", 1)[-1].endswith("proj")})
+                raise TrainerError(f"target module(s) {', '.join(missing)} not found in "
+                                   f"{model_path}; try 'all-linear' or some of: "
+                                   f"{', '.join(linear) or 'see the model card'}")
+
+    def load_model(self, model_path: str, config: Any, device: str):
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(model_path, dtype=_dtype(device))
+
+    def peft_config(self, config: Any):
+        """The PEFT config to wrap the base with; None trains the base itself."""
+        from peft import LoraConfig
+
+        return LoraConfig(
+            r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
+            target_modules=config.target_modules, use_rslora=config.use_rslora,
+            task_type="CAUSAL_LM",
+        )
+
+    def wrap_model(self, model, config: Any, workspace: Path):
+        peft_config = self.peft_config(config)
+        if peft_config is None:
+            return model
+        from peft import get_peft_model
+
+        if config.gradient_checkpointing:
+            model.enable_input_require_grads()  # frozen embeddings would cut the graph otherwise
+        return get_peft_model(model, peft_config)
+
+    def create_optimizer(self, model, config: Any) -> torch.optim.Optimizer | None:
+        """None lets the trainer build its default AdamW."""
+        return None
+
+    def callbacks(self, config: Any) -> list:
+        return []
+
+    def save(self, model, tokenizer, output_dir: Path, workspace: Path) -> dict[str, Any]:
+        """Write the artifacts; returns extra metrics to record."""
+        model.save_pretrained(output_dir)  # PEFT: adapter_config.json + adapter_model.safetensors
+        tokenizer.save_pretrained(output_dir)  # so the adapter dir renders chats on its own
+        return {}
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def train(
+        self,
+        model_path: str,
+        train_file: Path,
+        eval_file: Path | None,
+        output_dir: Path,
+        config: Any,
+        *,
+        checkpoint_dir: Path | None = None,
+        resume: bool = False,
+    ) -> TrainResult:
+        from transformers import AutoTokenizer, EarlyStoppingCallback
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+        from trl import SFTTrainer
+
+        device = resolve_device()
+        output_dir.mkdir(parents=True, exist_ok=True)
+        workspace = checkpoint_dir or Path(tempfile.mkdtemp(prefix=".ckpt-", dir=output_dir))
+        workspace.mkdir(parents=True, exist_ok=True)
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        if tokenizer.pad_token is None:  # many Hub bases ship without one; padding is masked
+            tokenizer.pad_token = tokenizer.eos_token
+        torch.manual_seed(config.seed)  # the adapter init must repeat exactly on --resume
+        model = self.wrap_model(self.load_model(model_path, config, device), config, workspace)
+        train_data, eval_data = _setup_data(train_file, eval_file)
+        if train_data is None:
+            raise TrainerError(f"{train_file} has no examples; rebuild the snapshot")
+        padding_free = config.padding_free if config.padding_free is not None \
+            else device.startswith("cuda")
+        args = _setup_args(config, workspace, device, has_eval=eval_data is not None,
+                           padding_free=padding_free)
+        callbacks = list(self.callbacks(config))
+        if config.early_stopping_patience and eval_data is not None:
+            callbacks.append(EarlyStoppingCallback(config.early_stopping_patience))
+        trainer = SFTTrainer(
+            model=model, args=args, train_dataset=train_data, eval_dataset=eval_data,
+            processing_class=tokenizer, callbacks=callbacks,
+            optimizers=(self.create_optimizer(model, config), None),
+        )
+        trainer.remove_callback(PrinterCallback)  # the registry records the logs
+        if trainer.pop_callback(ProgressCallback) is not None:
+            trainer.add_callback(_quiet_progress())
+        if padding_free:
+            trainer.train_dataset = _truncate(trainer.train_dataset, config.max_length)
+            trainer.eval_dataset = _truncate(trainer.eval_dataset, config.max_length)
+        trainable, total = count_parameters(trainer.model)
+
+        checkpoint = _last_checkpoint(workspace) if resume else None
+        if resume and checkpoint is None:
+            raise TrainerError(f"no checkpoint to resume from in {workspace}")
+        start_step = int(checkpoint.name.split("-")[-1]) if checkpoint else 0
+        reset_peak_memory(device)
+        started = time.perf_counter()
+        output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        wall = time.perf_counter() - started
+        steps_run = trainer.state.global_step - start_step
+        loss_curve, eval_curve = curves_from_log_history(trainer.state.log_history)
+        if not loss_curve:  # fewer steps than logging_steps: the run's mean is all there is
+            loss_curve = [{"step": trainer.state.global_step,
+                           "loss": round(float(output.training_loss), 4)}]
+
+        metrics = run_metrics(
+            trainable=trainable, total=total, device=device, wall_seconds=wall,
+            samples=steps_run * config.batch_size,
+            tokens=_tokens_this_session(trainer, start_step), steps=trainer.state.global_step,
+            loss_curve=loss_curve,
+        )
+        metrics["train_loss_mean"] = round(float(output.training_loss), 4)
+        metrics["total_flos"] = float(trainer.state.total_flos)
+        metrics["resumed_from_step"] = start_step or None
+        metrics["batching"] = "padding_free" if padding_free else "padded, grouped by length"
+        if eval_curve:
+            metrics["eval_curve"] = eval_curve
+        if eval_data is not None:
+            eval_loss = float(trainer.evaluate()["eval_loss"])
+            metrics["eval_loss"] = round(eval_loss, 4)
+            metrics["perplexity"] = round(math.exp(min(eval_loss, 50.0)), 3)
+        test_chats = load_chats(eval_file)[: config.generate_examples]
+        if test_chats:
+            trainer.model.eval()
+            metrics.update(score_answers(trainer.model, tokenizer, test_chats,
+                                         max_new_tokens=config.max_new_tokens))
+        metrics.update(self.save(trainer.model, tokenizer, output_dir, workspace))
+        if checkpoint_dir is None:
+            shutil.rmtree(workspace, ignore_errors=True)
+        return TrainResult(metrics=metrics, loss_curve=loss_curve)
+
+
+def _dtype(device: str) -> torch.dtype:
+    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def _module_names(model_path: str) -> list[str]:
+    """The model's module names, built on the meta device so no weights are read."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        model_config = AutoConfig.from_pretrained(model_path)
+    except (OSError, ValueError) as exc:
+        raise TrainerError(f"cannot load a model from {model_path!r} ({str(exc).splitlines()[0]})"
+                           "; check the path with `loraforge base list`") from exc
+    with init_empty_weights():
+        model = AutoModelForCausalLM.from_config(model_config)
+    return [name for name, _ in model.named_modules() if name]
+
+
+def _last_checkpoint(workspace: Path) -> Path | None:
+    """The newest complete checkpoint; one cut short by a kill has no trainer_state.json yet."""
+    done = [p for p in workspace.glob("checkpoint-*")
+            if (p / "trainer_state.json").is_file() and p.name.split("-")[-1].isdigit()]
+    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def _tokens_this_session(trainer, start_step: int) -> int:
+    seen = int(trainer.state.num_input_tokens_seen)
+    if not start_step:
+        return seen
+    steps = max(trainer.state.global_step, 1)
+    return int(seen * (trainer.state.global_step - start_step) / steps)
+
+
+def _setup_args(config: TrainConfig, workspace: Path, device: str, *, has_eval: bool,
+                padding_free: bool):
+    from trl import SFTConfig
+
+    evaluate = has_eval and config.eval_steps is not None
+    early_stop = evaluate and config.early_stopping_patience is not None
+    # Keeping the best model needs a checkpoint at every evaluation.
+    save_steps = config.eval_steps if early_stop else config.save_steps
+    on_gpu = device.startswith("cuda")
+    return SFTConfig(
+        output_dir=str(workspace),
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps if config.max_steps is not None else -1,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        # Padding-free batches are not truncated by TRL; the backend truncates the dataset.
+        max_length=None if padding_free else config.max_length,
+        padding_free=padding_free,
+        # Without padding-free, batches of similar lengths waste the least compute on padding.
+        train_sampling_strategy="random" if padding_free else "group_by_length",
+        warmup_steps=config.warmup_ratio,  # transformers 5: a float < 1 is a ratio of total steps
+        lr_scheduler_type="cosine",
+        logging_steps=config.logging_steps,
+        seed=config.seed,
+        completion_only_loss=True,
+        gradient_checkpointing=config.gradient_checkpointing,  # TRL turns it on by default
+        include_num_input_tokens_seen="non_padding",
+        eval_strategy="steps" if evaluate else "no",
+        eval_steps=config.eval_steps if evaluate else None,
+        save_strategy="steps" if save_steps else "no",
+        save_steps=save_steps or 500,
+        save_total_limit=2,
+        load_best_model_at_end=early_stop,
+        metric_for_best_model="eval_loss" if early_stop else None,
+        greater_is_better=False if early_stop else None,
+        report_to=config.report_to,
+        disable_tqdm=not config.progress_bar,
+        use_cpu=not on_gpu,
+        bf16=on_gpu and torch.cuda.is_bf16_supported(),
+        dataloader_pin_memory=False,
+    )
