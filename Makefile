@@ -9,17 +9,19 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt examples/loraforge-ia3/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -c constraints.txt -e ".[dev,postgres]"
+	$(PY) -m pip install -q -c constraints.txt --no-deps -e examples/loraforge-ia3
 	touch $(STAMP)
 
 # pytest exits 5 when it collected nothing: a run that tested nothing proves nothing.
+# The example plugin package is installed above and tested as its author would.
 test: install
 	$(PY) -m ruff check .
-	$(PY) -m pytest; rc=$$?; \
+	$(PY) -m pytest tests examples/loraforge-ia3/tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 demo: install

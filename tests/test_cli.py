@@ -10,7 +10,8 @@ from pathlib import Path
 from sqlalchemy import create_engine, inspect
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-GROUPS = ["db", "crawl", "data", "base", "train", "adapters", "hub", "ui", "demo"]
+GROUPS = ["db", "crawl", "data", "base", "train", "trainers", "plugin", "adapters", "hub", "ui",
+          "demo"]
 
 
 def run_cli(*args: str, home: Path, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess:

@@ -91,3 +91,8 @@ def test_training_from_the_train_tab_adds_an_adapter_to_the_picker(client: Clien
     assert len(new) == 1 and new[0].endswith(":v1"), update["choices"]
     history, _ = client.predict(new[0], "What is asthma?", [], 8, api_name="/chat")
     assert history[-1]["role"] == "assistant"
+
+
+def test_train_argv_passes_a_rank_only_to_methods_that_have_one():
+    assert "--rank" in train_argv("lora", "tiny", "snap", 8, 0.003, 20)
+    assert "--rank" not in train_argv("full", "tiny", "snap", 8, 0.003, 20)

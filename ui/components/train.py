@@ -34,6 +34,15 @@ def _methods() -> list[str]:
         return ["lora"]
 
 
+def _has_rank(method: str) -> bool:
+    from dataclasses import fields
+
+    from trainers.discovery import discover_backends
+
+    backend = discover_backends().get(method)
+    return backend is None or "rank" in {f.name for f in fields(backend.config_class)}
+
+
 def train_argv(method: str, base: str, dataset: str | None, rank: float, lr: float,
                max_steps: float) -> list[str]:
     """The ``loraforge train`` argv for the form, refusing values the CLI would choke on."""
@@ -45,8 +54,10 @@ def train_argv(method: str, base: str, dataset: str | None, rank: float, lr: flo
         raise gr.Error("The learning rate must be between 0 and 1.")
     if not 1 <= int(max_steps) <= MAX_STEPS_LIMIT:
         raise gr.Error(f"Max steps must be between 1 and {MAX_STEPS_LIMIT}.")
-    argv = ["train", "--method", method, "--base", base, "--rank", str(int(rank)),
+    argv = ["train", "--method", method, "--base", base,
             "--lr", repr(float(lr)), "--max-steps", str(int(max_steps))]
+    if _has_rank(method):  # the full fine-tune has no adapter rank and refuses one
+        argv += ["--rank", str(int(rank))]
     if dataset:
         argv += ["--dataset", dataset]
     return loraforge_argv(*argv)
