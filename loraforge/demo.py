@@ -182,10 +182,4 @@ def demo_command(
         from ui.cli import launch
 
         console.rule(f"[bold]Stage 5/{total}: chat")
-        _, url = launch(host=host, port=port, auth=None, share=False, block=False)
-        console.print(f"chat with the adapter at [bold]{url}[/] (Ctrl-C to stop)")
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            console.print("stopped")
+        launch(host=host, port=port, auth=None, share=False, block=True)

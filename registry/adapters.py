@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from registry.db import session_scope
 from registry.errors import RegistryError
@@ -84,20 +85,23 @@ def start_run(*, method: str, base_model_id: int, snapshot_id: int, config: dict
 
 def fail_run(run_id: int, error: str) -> None:
     with session_scope() as session:
-        run = session.get(TrainingRun, run_id)
-        if run is None:
-            raise RegistryError(f"training run #{run_id} does not exist")
+        run = _run_row(session, run_id)
         run.status = RunStatus.failed
         run.error = error
         run.finished_at = utcnow()
 
 
+def _run_row(session: Session, run_id: int) -> TrainingRun:
+    run = session.get(TrainingRun, run_id)
+    if run is None:
+        raise RegistryError(f"training run #{run_id} does not exist")
+    return run
+
+
 def restart_run(run_id: int) -> None:
     """Mark an interrupted run as running again, for ``--resume``."""
     with session_scope() as session:
-        run = session.get(TrainingRun, run_id)
-        if run is None:
-            raise RegistryError(f"training run #{run_id} does not exist")
+        run = _run_row(session, run_id)
         run.status = RunStatus.running
         run.error = None
         run.finished_at = None
@@ -122,9 +126,7 @@ def finish_run(
 ) -> int:
     """Mark the run succeeded and create its adapter in one transaction; returns the adapter id."""
     with session_scope() as session:
-        run = session.get(TrainingRun, run_id)
-        if run is None:
-            raise RegistryError(f"training run #{run_id} does not exist")
+        run = _run_row(session, run_id)
         run.status = RunStatus.succeeded
         run.metrics = metrics
         run.loss_curve = loss_curve
@@ -142,9 +144,7 @@ def finish_run(
 
 def get_run(run_id: int) -> RunRecord:
     with session_scope() as session:
-        run = session.get(TrainingRun, run_id)
-        if run is None:
-            raise RegistryError(f"training run #{run_id} does not exist")
+        run = _run_row(session, run_id)
         return _run_record(run)
 
 
