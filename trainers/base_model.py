@@ -20,10 +20,13 @@ import torch
 
 from registry import bases
 from registry.db import ensure_schema
+from registry.models import ModelKind
 from registry.settings import get_settings
 from trainers.errors import TrainerError
 
 BOS, EOS, PAD, IM_START = "<|endoftext|>", "<|im_end|>", "<pad>", "<|im_start|>"
+MASK = "<|mdm_mask|>"  # LLaDA's name for the token a masked-diffusion LM denoises
+KINDS = ("causal", "masked_diffusion")
 
 # ChatML. The assistant's text and its <|im_end|> sit inside {% generation %} so TRL's
 # assistant_only_loss trains the answer *and* the stop token, and nothing else.
@@ -71,8 +74,9 @@ def _snapshot_train_texts(snapshot: str) -> list[str]:
     return texts
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int):
-    """A byte-level BPE tokenizer with ChatML special tokens, as a transformers tokenizer."""
+def train_tokenizer(texts: Iterable[str], vocab_size: int, with_mask_token: bool = False):
+    """A byte-level BPE tokenizer with ChatML special tokens (and a mask token for a
+    masked-diffusion LM), as a transformers tokenizer."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -81,14 +85,14 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=[BOS, EOS, PAD, IM_START],
+        special_tokens=[BOS, EOS, PAD, IM_START, *([MASK] if with_mask_token else [])],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # every byte encodable: no <unk>
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD,
-        additional_special_tokens=[IM_START],
+        additional_special_tokens=[IM_START], mask_token=MASK if with_mask_token else None,
     )
     tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer
@@ -130,8 +134,12 @@ def pretrain(
     lr: float = 3e-3,
     seed: int = 0,
     progress: ProgressFn | None = None,
+    loss_fn: Callable | None = None,
 ) -> list[dict[str, float]]:
-    """Plain causal-LM training on random windows of ``stream``; returns the loss curve."""
+    """Training on random windows of ``stream``; returns the loss curve.
+
+    The loss is the causal-LM loss unless ``loss_fn(model, batch)`` gives another one.
+    """
     generator = torch.Generator().manual_seed(seed)
     window = min(seq_len, len(stream) - 1)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.95))
@@ -148,7 +156,7 @@ def pretrain(
     for step in range(1, steps + 1):
         starts = torch.randint(0, len(stream) - window, (batch_size,), generator=generator)
         batch = torch.stack([stream[s : s + window] for s in starts.tolist()])
-        loss = model(input_ids=batch, labels=batch).loss
+        loss = loss_fn(model, batch) if loss_fn else model(input_ids=batch, labels=batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -171,17 +179,19 @@ def build_tiny_base(
     seed: int = 0,
     progress: ProgressFn | None = None,
     pretrain_snapshot: str | None = None,
+    kind: str = "causal",
 ) -> int:
     """Train a tokenizer and a small Llama on the store's text, save, record; returns the id.
 
     The tokenizer always learns from the whole store. With ``pretrain_snapshot`` the model is
     pretrained on that snapshot's train split only: a model this small cannot learn the whole
     store in a CPU-minute, but it can learn a few dozen answers well enough for a fine-tuned
-    adapter's replies to be recognisable.
+    adapter's replies to be recognisable. ``kind="masked_diffusion"`` builds a bidirectional
+    LLaDA-style model with a mask token instead, pretrained with LLaDA's objective.
     """
-    from transformers import LlamaForCausalLM
-
     ensure_schema()
+    if kind not in KINDS:
+        raise TrainerError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     if steps < 1:
         raise TrainerError(f"steps must be at least 1, got {steps}")
     if vocab_size < 300:
@@ -196,15 +206,15 @@ def build_tiny_base(
 
     started = time.perf_counter()
     torch.manual_seed(seed)
-    tokenizer = train_tokenizer(texts, vocab_size)
+    diffusion = kind == "masked_diffusion"
+    tokenizer = train_tokenizer(texts, vocab_size, with_mask_token=diffusion)
     config = make_config(tokenizer, hidden_size, layers, seq_len)
-    model = LlamaForCausalLM(config)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    model, loss_fn = _diffusion_model(config, tokenizer, seed) if diffusion \
+        else (_causal_model(config, tokenizer), None)
     pretrain_texts = _snapshot_train_texts(pretrain_snapshot) if pretrain_snapshot else texts
     stream = _token_stream(tokenizer, pretrain_texts)
-    curve = pretrain(model, stream, steps=steps, seq_len=seq_len, seed=seed, progress=progress)
+    curve = pretrain(model, stream, steps=steps, seq_len=seq_len, seed=seed, progress=progress,
+                     loss_fn=loss_fn)
 
     final_dir = get_settings().bases_dir / name
     final_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -218,8 +228,8 @@ def build_tiny_base(
         tmp_dir.rename(final_dir)
         n_params = sum(p.numel() for p in model.parameters())
         return bases.record_base(
-            name=name, source="built:tiny", path=str(final_dir), architecture="LlamaForCausalLM",
-            parameters=n_params,
+            name=name, source="built:tiny", path=str(final_dir),
+            architecture=type(model).__name__, parameters=n_params, kind=ModelKind(kind),
             config={
                 "steps": steps, "vocab_size": config.vocab_size, "hidden_size": hidden_size,
                 "layers": layers, "seq_len": seq_len, "seed": seed,
@@ -234,9 +244,39 @@ def build_tiny_base(
         raise
 
 
-def register_base(name: str, source: str) -> int:
-    """Record a Hub id or a local model directory as a base model; returns its id."""
+def _causal_model(config, tokenizer):
+    from transformers import LlamaForCausalLM
+
+    model = LlamaForCausalLM(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    return model
+
+
+def _diffusion_model(config, tokenizer, seed: int):
+    """The tiny LLaDA-style model and its pretraining loss (masks drawn from a seeded stream)."""
+    from trainers.diffusion.modeling_tiny_mdm import TinyMdmConfig, TinyMdmModelLM
+    from trainers.diffusion.objective import pretrain_loss
+
+    settings = {k: v for k, v in config.to_dict().items()
+                if k not in ("model_type", "transformers_version", "architectures")}
+    mdm_config = TinyMdmConfig(mask_token_id=tokenizer.mask_token_id, **settings)
+    model = TinyMdmModelLM(mdm_config)
+    masks = torch.Generator().manual_seed(seed + 1)
+    return model, lambda m, batch: pretrain_loss(m, batch, tokenizer.mask_token_id,
+                                                 generator=masks)
+
+
+def register_base(name: str, source: str, kind: str = "causal") -> int:
+    """Record a Hub id or a local model directory as a base model; returns its id.
+
+    ``kind="masked_diffusion"`` marks a LLaDA-style model, whose own modeling code will be run
+    (``trust_remote_code``) when it is loaded.
+    """
     ensure_schema()
+    if kind not in KINDS:
+        raise TrainerError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     if bases.find_base(name) is not None:
         raise TrainerError(f"a base model called {name!r} exists; pick another name")
     local = Path(source).expanduser()
@@ -249,11 +289,11 @@ def register_base(name: str, source: str) -> int:
         return bases.record_base(
             name=name, source=str(local.resolve()), path=str(local.resolve()),
             architecture=(config.get("architectures") or [None])[0], parameters=None,
-            config=config,
+            config=config, kind=ModelKind(kind),
         )
     if not HUB_ID.match(source):
         raise TrainerError(f"{source!r} is neither a local directory nor a Hub id like "
                            "'HuggingFaceTB/SmolLM2-135M'")
     # A Hub id is recorded as given; it is downloaded (and checked) when a run first loads it.
     return bases.record_base(name=name, source=source, path=None, architecture=None,
-                             parameters=None, config={})
+                             parameters=None, config={}, kind=ModelKind(kind))

@@ -61,6 +61,9 @@ def base_init(
     pretrain_snapshot: str | None = typer.Option(
         None, "--pretrain-snapshot", help="Pretrain on this snapshot's train split instead of "
         "the whole store (the tokenizer still learns from the whole store)."),
+    kind: str = typer.Option(
+        "causal", "--kind", help="'causal' (a Llama) or 'masked-diffusion' (a bidirectional "
+        "LLaDA-style LM with a mask token, pretrained with LLaDA's objective)."),
 ) -> None:
     """Train a tiny Llama and its tokenizer on the store's text (about a minute on a CPU)."""
     from registry.bases import find_base
@@ -69,7 +72,7 @@ def base_init(
     with pretrain_progress(steps) as on_step:
         build_tiny_base(name=name, steps=steps, vocab_size=vocab_size, hidden_size=hidden_size,
                         layers=layers, seq_len=seq_len, seed=seed, progress=on_step,
-                        pretrain_snapshot=pretrain_snapshot)
+                        pretrain_snapshot=pretrain_snapshot, kind=kind.replace("-", "_"))
     base = find_base(name)
     assert base is not None
     console.print(f"base [bold]{base.name}[/]: {base.parameters:,} parameters, final loss "
@@ -81,11 +84,14 @@ def base_init(
 def base_add(
     name: str = typer.Argument(..., help="Name to register the base under."),
     source: str = typer.Argument(..., help="A Hub id (org/model) or a local model directory."),
+    kind: str = typer.Option(
+        "causal", "--kind", help="'causal', or 'masked-diffusion' for a LLaDA-style model; "
+        "its own modeling code will run when it loads (trust_remote_code)."),
 ) -> None:
     """Register an existing model as a base."""
     from trainers.base_model import register_base
 
-    base_id = register_base(name, source)
+    base_id = register_base(name, source, kind=kind.replace("-", "_"))
     console.print(f"base [bold]{name}[/] (#{base_id}) → {source}")
 
 
@@ -96,9 +102,9 @@ def base_list() -> None:
     from registry.db import ensure_schema
 
     ensure_schema()
-    table = Table("id", "name", "source", "architecture", "parameters", "path")
+    table = Table("id", "name", "kind", "source", "architecture", "parameters", "path")
     for b in list_bases():
-        table.add_row(str(b.id), b.name, b.source, b.architecture or "-",
+        table.add_row(str(b.id), b.name, b.kind.replace("_", "-"), b.source, b.architecture or "-",
                       f"{b.parameters:,}" if b.parameters else "-", b.path or "-")
     console.print(table)
 

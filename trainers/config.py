@@ -205,3 +205,45 @@ class FullTrainConfig(TrainConfig):
         default=3e-4,
         metadata={"help": "Peak learning rate; full fine-tunes want ~10x less than LoRA."},
     )
+
+
+@dataclass
+class MaskedDiffusionConfig(LoraTrainConfig):
+    """An adapter on a masked-diffusion LM (LLaDA-style), trained with LLaDA's SFT objective."""
+
+    adapter: Literal["lora", "loraplus", "pissa"] = field(
+        default="lora",
+        metadata={"help": "Adapter recipe to compose with the diffusion objective: 'lora', "
+                          "'loraplus' (B learns loraplus_lr_ratio times faster) or 'pissa' "
+                          "(principal-singular-vector init)."},
+    )
+    loraplus_lr_ratio: float = field(
+        default=16.0, metadata={"help": "With adapter=loraplus: learning-rate ratio of B to A."}
+    )
+    pissa_niter: int = field(
+        default=4, metadata={"help": "With adapter=pissa: subspace iterations of the fast SVD "
+                                     "(0: exact SVD)."}
+    )
+    mask_epsilon: float = field(
+        default=1e-3,
+        metadata={"help": "ε in the masking ratio p = (1 − ε)·t + ε, t ~ U(0, 1); keeps p > 0."},
+    )
+    block_length: int = field(
+        default=32,
+        metadata={"help": "Sampler block length when answering test questions after training."},
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check([
+            (self.adapter in ("lora", "loraplus", "pissa"),
+             f"adapter must be 'lora', 'loraplus' or 'pissa', got {self.adapter!r}"),
+            (self.loraplus_lr_ratio >= 1,
+             f"loraplus lr ratio must be at least 1, got {self.loraplus_lr_ratio}"),
+            (self.pissa_niter >= 0, f"pissa niter must be 0 or more, got {self.pissa_niter}"),
+            (0 < self.mask_epsilon < 1, f"mask epsilon must be in (0, 1), got {self.mask_epsilon}"),
+            (self.block_length >= 1, f"block length must be at least 1, got {self.block_length}"),
+            (not self.padding_free,
+             "padding_free cannot be used with a masked-diffusion LM: its attention is "
+             "bidirectional, so packed examples would see each other"),
+        ])

@@ -103,21 +103,24 @@ def normalize_answer(text: str) -> str:
 
 
 def score_answers(model, tokenizer, chats: list[list[dict]], max_new_tokens: int = 64,
-                  keep_examples: int = 8) -> dict[str, Any]:
-    """ROUGE-L F1 and exact match of greedy answers against each chat's last (reference) turn.
+                  keep_examples: int = 8, answer=None) -> dict[str, Any]:
+    """ROUGE-L F1 and exact match of the model's answers against each chat's last turn.
 
-    Keeps the first ``keep_examples`` (question, reference, prediction) triples: the study's
-    "actual vs predicted" table.
+    ``answer(model, tokenizer, messages, max_new_tokens)`` writes an answer; greedy decoding
+    by default. Keeps the first ``keep_examples`` (question, reference, prediction) triples:
+    the study's "actual vs predicted" table.
     """
     from rouge_score import rouge_scorer
 
     from trainers.generate import generate_answer
 
+    answer = answer or generate_answer
+
     scorer = rouge_scorer.RougeScorer(["rougeL"])
     rouge, exact, examples = [], [], []
     for chat in chats:
         reference = chat[-1]["content"]
-        predicted = generate_answer(model, tokenizer, chat[:-1], max_new_tokens=max_new_tokens)
+        predicted = answer(model, tokenizer, chat[:-1], max_new_tokens=max_new_tokens)
         rouge.append(scorer.score(reference, predicted)["rougeL"].fmeasure)
         exact.append(float(normalize_answer(reference) == normalize_answer(predicted)))
         if len(examples) < keep_examples:

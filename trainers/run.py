@@ -160,6 +160,18 @@ def _resumable_run() -> tuple[adapters.RunRecord, dict[str, Any]]:
                        "without --resume")
 
 
+def _check_base_kind(backend: Any, method: str, base: bases.BaseRecord) -> None:
+    """A causal backend cannot train a diffusion LM and vice versa; backends say which they take
+    with ``base_kind`` (plugins without it train causal LMs)."""
+    wanted = getattr(backend, "base_kind", "causal")
+    if base.kind != wanted:
+        hint = ("train it with `loraforge train masked-diffusion`"
+                if base.kind == "masked_diffusion"
+                else "pick a masked-diffusion base (`loraforge base init --kind masked-diffusion`)")
+        raise TrainerError(f"base {base.name!r} is a {base.kind.replace('_', '-')} LM but trainer "
+                           f"{method!r} trains {wanted.replace('_', '-')} LMs; {hint}")
+
+
 def _accepts_checkpoints(backend: Any) -> bool:
     return "checkpoint_dir" in inspect.signature(backend.train).parameters
 
@@ -195,6 +207,7 @@ def run_training(
         raise TrainerError(f"adapter name {name!r} must be non-empty without '/' or ':'")
     if resume and not _accepts_checkpoints(backend):
         raise TrainerError(f"trainer {method!r} cannot checkpoint, so it cannot resume")
+    _check_base_kind(backend, method, base_record)
     if hasattr(backend, "preflight"):
         backend.preflight(base_record.model_path, config)
 

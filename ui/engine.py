@@ -32,9 +32,10 @@ class ChatError(LoraForgeError):
     """A chat request cannot be served: unknown adapter, unsafe weights, missing base model."""
 
 
-def _resolve_base(name: str | None) -> tuple[str, str]:
-    """The (name, what to load) of the base model to serve: the one named, else a default."""
-    bases = {b.name: b.model_path for b in list_bases()}
+def _resolve_base(name: str | None) -> tuple[str, str, str]:
+    """The (name, what to load, kind) of the base model to serve: the one named, else a default."""
+    records = {b.name: b for b in list_bases()}
+    bases = {name: b.model_path for name, b in records.items()}
     if name is None:
         adapters = list_adapters()
         default = get_settings().base_model
@@ -52,7 +53,7 @@ def _resolve_base(name: str | None) -> tuple[str, str]:
     if name not in bases:
         known = ", ".join(sorted(bases)) or "none"
         raise ChatError(f"unknown base model {name!r} (registered: {known})")
-    return name, bases[name]
+    return name, bases[name], records[name].kind
 
 
 def _check_safetensors(choice: AdapterRecord) -> None:
@@ -112,9 +113,13 @@ class ChatEngine:
         *,
         load_in_4bit: bool = False,
         max_adapters: int = DEFAULT_MAX_ADAPTERS,
+        diffusion_block_length: int = 32,
     ) -> None:
         ensure_schema()
-        self.base_name, self.base_path = _resolve_base(base)
+        self.base_name, self.base_path, self.base_kind = _resolve_base(base)
+        # A masked-diffusion base answers through LLaDA's sampler, one token committed per step
+        # in blocks of this many tokens, instead of generate().
+        self.diffusion_block_length = diffusion_block_length
         self.device = resolve_device(device)
         if load_in_4bit and self.device != "cuda":
             raise ChatError("4-bit loading needs a CUDA GPU; drop --load-4bit on this machine")
@@ -160,6 +165,10 @@ class ChatEngine:
             (a.base_name, a.label) for a in list_adapters() if a.base_name != self.base_name
         )
         return own + [(f"{base} › {label} (not served)", label) for base, label in others]
+
+    @property
+    def is_diffusion(self) -> bool:
+        return self.base_kind == "masked_diffusion"
 
     @property
     def loaded_adapters(self) -> list[str]:
@@ -260,7 +269,8 @@ class ChatEngine:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
-        tokenizer = AutoTokenizer.from_pretrained(self.base_path)
+        tokenizer = AutoTokenizer.from_pretrained(self.base_path,
+                                                  trust_remote_code=self.is_diffusion)
         if tokenizer.chat_template is None:
             raise ChatError(f"base model {self.base_name!r} has no chat template in its tokenizer")
         extra: dict[str, Any] = {}
@@ -273,9 +283,14 @@ class ChatEngine:
                 ),
                 "device_map": {"": 0},
             }
-        model = AutoModelForCausalLM.from_pretrained(
-            self.base_path, dtype=dtype, use_safetensors=True, **extra
-        )
+        if self.is_diffusion:
+            from trainers.diffusion.loading import load_diffusion_model
+
+            model = load_diffusion_model(self.base_path, dtype=dtype, **extra)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(
+                self.base_path, dtype=dtype, use_safetensors=True, **extra
+            )
         if not self.load_in_4bit:  # a quantized model is placed by device_map and cannot move
             model.to(self.device)
         model.eval()
@@ -327,6 +342,8 @@ class ChatEngine:
     ) -> str:
         import torch
 
+        if self.is_diffusion:
+            return self._run_diffusion(chat, max_new_tokens, temperature, streamer)
         input_ids = self._prompt_ids(chat, max_new_tokens)
         sampling: dict[str, Any] = {"do_sample": False}
         if temperature > 0:
@@ -345,6 +362,29 @@ class ChatEngine:
             )
         new_tokens = output[0, input_ids.shape[1] :]
         return self.tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+
+    def _run_diffusion(
+        self,
+        chat: list[dict[str, str]],
+        max_new_tokens: int,
+        temperature: float,
+        streamer: _TokenQueue | None,
+    ) -> str:
+        from trainers.diffusion.loading import answer_ids
+        from trainers.diffusion.sampler import SamplerConfig
+
+        sampler = SamplerConfig.for_length(max_new_tokens, self.diffusion_block_length,
+                                           temperature=temperature)
+        sent = 0
+
+        def on_prefix(ids: list[int]) -> None:
+            nonlocal sent
+            if streamer is not None and len(ids) > sent:
+                streamer.queue.put(ids[sent:])
+                sent = len(ids)
+
+        return answer_ids(self.model, self.tokenizer, self._prompt_ids(chat, max_new_tokens),
+                          sampler, on_prefix=on_prefix)
 
     def _prompt_ids(self, chat: list[dict[str, str]], max_new_tokens: int) -> Any:
         """Prompt token ids, dropping the oldest turns until prompt and reply fit the context."""

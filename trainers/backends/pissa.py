@@ -43,7 +43,6 @@ class PissaBackend(SftBackend):
 
     def save(self, model, tokenizer, output_dir: Path, workspace: Path) -> dict[str, Any]:
         from peft import PeftModel
-        from transformers import AutoModelForCausalLM
 
         model.save_pretrained(output_dir,
                               path_initial_model_for_weight_conversion=str(workspace / INIT_DIR))
@@ -53,7 +52,7 @@ class PissaBackend(SftBackend):
         model.eval()
         with torch.no_grad():
             trained = model(input_ids=probe).logits.float()
-            untouched = AutoModelForCausalLM.from_pretrained(base_path, dtype=model.dtype)
+            untouched = self.load_base(base_path, dtype=model.dtype)
             converted = PeftModel.from_pretrained(untouched, output_dir).eval()
             loaded = converted(input_ids=probe).logits.float()
         diff = float((trained - loaded).abs().max())

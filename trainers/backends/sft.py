@@ -3,7 +3,8 @@
 It reads top to bottom: model, adapter, data, arguments, trainer, train, evaluate, save. Variants
 override a hook rather than fork the loop: QLoRA changes ``load_model``, LoRA+ supplies
 ``create_optimizer``, PiSSA changes ``peft_config`` and ``save``, full fine-tuning returns no
-``peft_config``.
+``peft_config``, and the masked-diffusion backend swaps the loader, the trainer's loss and the
+answer sampler while borrowing the adapter hooks of LoRA, LoRA+ or PiSSA.
 """
 
 from __future__ import annotations
@@ -87,6 +88,8 @@ class SftBackend:
 
     name = "sft"
     config_class: type = LoraTrainConfig
+    base_kind = "causal"  # the registry's ModelKind of the bases this backend can train
+    peft_task_type: str | None = "CAUSAL_LM"
 
     # -- hooks ---------------------------------------------------------------------------------
 
@@ -100,7 +103,7 @@ class SftBackend:
         if package and importlib.util.find_spec(package) is None:
             raise TrainerError(f"report_to={report_to} needs the {package} package; "
                                f"pip install {package}, or drop report_to")
-        module_names = _module_names(model_path)
+        module_names = self.module_names(model_path)
         targets = getattr(config, "target_modules", None)
         if isinstance(targets, list):
             leaves = {n.rsplit(".", 1)[-1] for n in module_names} | set(module_names)
@@ -112,10 +115,22 @@ class SftBackend:
                                    f"{model_path}; try 'all-linear' or some of: "
                                    f"{', '.join(linear) or 'see the model card'}")
 
-    def load_model(self, model_path: str, config: Any, device: str):
+    def module_names(self, model_path: str) -> list[str]:
+        return _module_names(model_path)
+
+    def load_base(self, model_path: str, **kwargs: Any):
+        """The base model from ``model_path``; also what PiSSA reloads to check its conversion."""
         from transformers import AutoModelForCausalLM
 
-        return AutoModelForCausalLM.from_pretrained(model_path, dtype=_dtype(device))
+        return AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
+
+    def load_model(self, model_path: str, config: Any, device: str):
+        return self.load_base(model_path, dtype=_dtype(device))
+
+    def load_tokenizer(self, model_path: str):
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(model_path)
 
     def peft_config(self, config: Any):
         """The PEFT config to wrap the base with; None trains the base itself."""
@@ -124,7 +139,7 @@ class SftBackend:
         return LoraConfig(
             r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
             target_modules=config.target_modules, use_rslora=config.use_rslora,
-            task_type="CAUSAL_LM",
+            task_type=self.peft_task_type,
         )
 
     def wrap_model(self, model, config: Any, workspace: Path):
@@ -143,6 +158,21 @@ class SftBackend:
 
     def callbacks(self, config: Any) -> list:
         return []
+
+    def make_trainer(self, config: Any, tokenizer, **kwargs: Any):
+        """The Trainer that runs the loop; a new objective is a Trainer with its own loss."""
+        from trl import SFTTrainer
+
+        return SFTTrainer(processing_class=tokenizer, **kwargs)
+
+    def score(self, model, tokenizer, chats: list[list[dict]], config: Any) -> dict[str, Any]:
+        """ROUGE-L and exact match of the model's answers to the test questions."""
+        return score_answers(model, tokenizer, chats, max_new_tokens=config.max_new_tokens)
+
+    def use_padding_free(self, config: Any, device: str) -> bool:
+        """Padding-free batches by default on CUDA only (see TrainConfig.padding_free)."""
+        return config.padding_free if config.padding_free is not None \
+            else device.startswith("cuda")
 
     def save(self, model, tokenizer, output_dir: Path, workspace: Path) -> dict[str, Any]:
         """Write the artifacts; returns extra metrics to record."""
@@ -163,15 +193,14 @@ class SftBackend:
         checkpoint_dir: Path | None = None,
         resume: bool = False,
     ) -> TrainResult:
-        from transformers import AutoTokenizer, EarlyStoppingCallback
+        from transformers import EarlyStoppingCallback
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
-        from trl import SFTTrainer
 
         device = resolve_device()
         output_dir.mkdir(parents=True, exist_ok=True)
         workspace = checkpoint_dir or Path(tempfile.mkdtemp(prefix=".ckpt-", dir=output_dir))
         workspace.mkdir(parents=True, exist_ok=True)
-        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        tokenizer = self.load_tokenizer(model_path)
         if tokenizer.pad_token is None:  # many Hub bases ship without one; padding is masked
             tokenizer.pad_token = tokenizer.eos_token
         torch.manual_seed(config.seed)  # the adapter init must repeat exactly on --resume
@@ -179,16 +208,15 @@ class SftBackend:
         train_data, eval_data = _setup_data(train_file, eval_file)
         if train_data is None:
             raise TrainerError(f"{train_file} has no examples; rebuild the snapshot")
-        padding_free = config.padding_free if config.padding_free is not None \
-            else device.startswith("cuda")
+        padding_free = self.use_padding_free(config, device)
         args = _setup_args(config, workspace, device, has_eval=eval_data is not None,
                            padding_free=padding_free)
         callbacks = list(self.callbacks(config))
         if config.early_stopping_patience and eval_data is not None:
             callbacks.append(EarlyStoppingCallback(config.early_stopping_patience))
-        trainer = SFTTrainer(
-            model=model, args=args, train_dataset=train_data, eval_dataset=eval_data,
-            processing_class=tokenizer, callbacks=callbacks,
+        trainer = self.make_trainer(
+            config, tokenizer, model=model, args=args, train_dataset=train_data,
+            eval_dataset=eval_data, callbacks=callbacks,
             optimizers=(self.create_optimizer(model, config), None),
         )
         trainer.remove_callback(PrinterCallback)  # the registry records the logs
@@ -232,8 +260,7 @@ class SftBackend:
         test_chats = load_chats(eval_file)[: config.generate_examples]
         if test_chats:
             trainer.model.eval()
-            metrics.update(score_answers(trainer.model, tokenizer, test_chats,
-                                         max_new_tokens=config.max_new_tokens))
+            metrics.update(self.score(trainer.model, tokenizer, test_chats, config))
         metrics.update(self.save(trainer.model, tokenizer, output_dir, workspace))
         if checkpoint_dir is None:
             shutil.rmtree(workspace, ignore_errors=True)
