@@ -160,7 +160,8 @@ class ChatEngine:
         Adapters of other bases are listed so users see they exist; choosing one answers with
         a message naming the ``--base`` to serve them with.
         """
-        own = [(f"{self.base_name} › {label}", label) for label in self.list_choices()]
+        served = f"{self.base_name} (masked diffusion)" if self.is_diffusion else self.base_name
+        own = [(f"{served} › {label}", label) for label in self.list_choices()]
         others = sorted(
             (a.base_name, a.label) for a in list_adapters() if a.base_name != self.base_name
         )

@@ -111,7 +111,7 @@ def test_a_diffusion_reply_streams_as_a_growing_prefix(diffusion_store):
 @pytest.mark.slow
 def test_registry_and_chat_app_treat_the_diffusion_adapter_like_any_other(diffusion_store):
     from ui.cli import launch
-    from ui.engine import ChatEngine
+    from ui.engine import BASE_ONLY, ChatEngine
 
     assert find_base("mdm").kind == "masked_diffusion"
     adapter = next(a for a in list_adapters() if a.id == diffusion_store.adapter_id)
@@ -119,6 +119,9 @@ def test_registry_and_chat_app_treat_the_diffusion_adapter_like_any_other(diffus
     app, url = launch(host="127.0.0.1", port=free_port(), block=False, base="mdm")
     try:
         client = Client(url, verbose=False)
+        update = client.predict(BASE_ONLY, api_name="/list_adapters")
+        shown = f"mdm (masked diffusion) › {adapter.label}"
+        assert (shown, adapter.label) in [tuple(c) for c in update["choices"]], update["choices"]
         chat = diffusion_store.chats[0]
         history, _ = client.predict(adapter.label, chat[-2]["content"], [], 64,
                                     api_name="/chat")
