@@ -75,10 +75,17 @@ def ui_command(
     max_adapters: int = typer.Option(
         8, help="Adapters kept attached at once; the least recently used is dropped first."
     ),
+    diffusion_block_length: int = typer.Option(
+        32, help="Masked-diffusion bases only: the sampler fills the answer in blocks of this "
+        "many tokens, left to right, one token per step (LLaDA's semi-autoregressive mode)."
+    ),
 ) -> None:
     """Start the chat app and serve it until Ctrl-C."""
     _parse_auth(auth)  # fail on a malformed --auth before the model loads
-    engine = ChatEngine(base=base, load_in_4bit=load_4bit, max_adapters=max_adapters)
+    if diffusion_block_length < 1:
+        raise ChatError("--diffusion-block-length must be at least 1")
+    engine = ChatEngine(base=base, load_in_4bit=load_4bit, max_adapters=max_adapters,
+                        diffusion_block_length=diffusion_block_length)
     typer.echo(f"Loading base model {engine.base_name!r} on {engine.device}…")
     engine.load()
     launch(host=host, port=port, auth=auth, share=share, block=True, engine=engine)
