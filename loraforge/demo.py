@@ -1,185 +1,251 @@
 """``loraforge demo``: the whole pipeline on the embedded defaults, one stage at a time.
 
-Serve the bundled MedQuAD site → crawl it with Scrapy → build a snapshot → build (or
-reuse) the tiny base → train a LoRA adapter → open the chat app. Each stage reports its
-wall time, and a re-run reuses the base, snapshot and adapter it already recorded.
+Serve the bundled MedQuAD site → crawl it with Scrapy → build a diverse, leak-free snapshot →
+build (or reuse) the tiny base → train LoRA, LoRA+ and QLoRA adapters → write the comparison
+report → push to the Hub (with ``--push``) → open the chat app. Each stage shows its progress
+and wall time, and a re-run reuses the snapshot, base and adapters it already recorded.
+The stages themselves live in ``loraforge.demo_stages``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from loraforge import demo_stages as stages
+
 console = Console()
+
+STAGES = (
+    "serve the demo site",
+    "crawl it with Scrapy",
+    "build the dataset snapshot",
+    "base model",
+    "train the adapters",
+    "write the comparison report",
+    "push to the Hub",
+    "chat app",
+)
+DEFAULT_METHODS = ("lora", "loraplus", "qlora")
 
 
 @dataclass
 class DemoConfig:
-    base: str = field(default="tiny", metadata={"help": "Base model: 'tiny' builds one locally."})
+    """What the demo builds; the CLI options map onto these fields."""
+
+    base: str = field(default="tiny", metadata={
+        "help": "Base model: 'tiny' builds one locally; else a registered name, Hub id or path."})
     base_steps: int = field(default=200, metadata={"help": "Pretraining steps of the tiny base."})
     max_pages: int = field(default=0, metadata={"help": "Pages to crawl; 0 crawls the whole site."})
     limit: int = field(default=48, metadata={"help": "QA pairs in the demo snapshot."})
+    clusters: int = field(default=8, metadata={
+        "help": "K-Means clusters on MiniLM embeddings; the snapshot takes limit/clusters pairs "
+                "from each (0: a random sample, no embeddings)."})
     max_answer_words: int = field(default=120, metadata={
         "help": "Keep QA pairs whose answer fits in a short training window."})
-    train_steps: int = field(default=200, metadata={"help": "LoRA optimizer steps."})
+    methods: tuple[str, ...] = field(default=DEFAULT_METHODS, metadata={
+        "help": "Trainer backends; each trains an adapter named PREFIX-METHOD."})
+    train_steps: int = field(default=200, metadata={"help": "Optimizer steps per adapter."})
     max_length: int = field(default=256, metadata={"help": "Tokens per training example."})
+    settings: tuple[str, ...] = field(default=(), metadata={
+        "help": "More training config fields as key=value, for every adapter."})
     snapshot: str = field(default="demo", metadata={"help": "Name of the demo snapshot."})
-    adapter: str = field(default="demo-lora", metadata={"help": "Name of the demo adapter."})
+    adapter_prefix: str = field(default="demo", metadata={
+        "help": "Adapters are named PREFIX-METHOD (demo-lora, demo-loraplus, demo-qlora)."})
+    push: str | None = field(default=None, metadata={
+        "help": "OWNER/NAME: push each adapter to the repo OWNER/NAME-METHOD."})
+    report_dir: Path | None = field(default=None, metadata={
+        "help": "Where the comparison report goes (default: LORAFORGE_HOME/reports)."})
     seed: int = field(default=0, metadata={"help": "Seed for the split, base and training."})
+
+    def adapter_name(self, method: str) -> str:
+        return f"{self.adapter_prefix}-{method}"
 
 
 @dataclass
 class DemoResult:
-    crawl_run_id: int
+    """What one run of stages 1-7 built or found, by registry id."""
+
+    crawl_run_id: int | None
     snapshot_id: int
     base_id: int
-    adapter_id: int
+    adapter_ids: dict[str, int]  # method → adapter id, for the methods that trained
+    failed: dict[str, str]  # method or "push" → one-line reason
+    report: Path
+    published: list[str]  # repo ids pushed to (or found already pushed) in this run
     stage_seconds: dict[str, float]
 
 
 class StageTimer:
-    """Prints a header per stage and keeps each stage's wall time."""
+    """Prints a header per stage and keeps each stage's wall time (or why it was skipped)."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.notes: dict[str, str] = {}
 
     @contextmanager
-    def stage(self, number: int, total: int, title: str) -> Iterator[None]:
-        console.rule(f"[bold]Stage {number}/{total}: {title}")
+    def stage(self, number: int, title: str) -> Iterator[None]:
+        console.rule(f"[bold]Stage {number}/{len(STAGES)}: {title}")
         start = time.perf_counter()
         yield
         self.seconds[title] = time.perf_counter() - start
         console.print(f"[green]✓[/] {title} in {self.seconds[title]:.1f} s")
 
+    def skip(self, number: int, title: str, reason: str, short: str | None = None,
+             style: str = "dim") -> None:
+        """Show why a stage does not run; ``short`` is the reason in the closing table."""
+        console.rule(f"[bold]Stage {number}/{len(STAGES)}: {title}")
+        console.print(f"[{style}]skipped: {reason}")
+        self.seconds[title] = 0.0
+        self.notes[title] = f"skipped: {short or reason}"
+
+    def note(self, title: str, text: str) -> None:
+        self.notes[title] = text
+
     def table(self) -> Table:
-        table = Table("stage", "seconds", title="Demo stage times")
+        table = Table("stage", "seconds", "", title="Demo stage times")
         for title, seconds in self.seconds.items():
-            table.add_row(title, f"{seconds:.1f}")
-        table.add_row("[bold]total", f"[bold]{sum(self.seconds.values()):.1f}")
+            table.add_row(title, f"{seconds:.1f}", self.notes.get(title, ""))
+        table.add_row("[bold]total", f"[bold]{sum(self.seconds.values()):.1f}", "")
         return table
 
 
-def run_pipeline(config: DemoConfig, timer: StageTimer | None = None,
-                 total_stages: int = 5) -> DemoResult:
-    """Run the five data/model stages; the caller decides whether to open the UI."""
-    from crawlers.demo_site import serve
-    from crawlers.run import run_crawl
+def run_pipeline(config: DemoConfig, timer: StageTimer | None = None) -> DemoResult:
+    """Run stages 1-7; the caller decides whether to open the chat app (stage 8)."""
     from registry import db
+    from registry.settings import get_settings
 
     timer = timer or StageTimer()
     db.upgrade()
+    stages.check_request(config)
+    crawl_run_id = None
+    reused = stages.find_demo_snapshot(config)
+    with ExitStack() as site:
+        if reused is not None:
+            why = f"snapshot {config.snapshot!r} was built earlier (id {reused})"
+            timer.skip(1, STAGES[0], why, "snapshot reused")
+            timer.skip(2, STAGES[1], why, "snapshot reused")
+        else:
+            with timer.stage(1, STAGES[0]):
+                site_url = site.enter_context(stages.serve_demo_site())
+            with timer.stage(2, STAGES[1]):
+                crawl_run_id = stages.crawl_demo_site(site_url, config)
+    with timer.stage(3, STAGES[2]):
+        snapshot_id = reused if reused is not None else stages.build_demo_snapshot(config)
+    if reused is not None:
+        timer.note(STAGES[2], "reused")
+    base_title = f"{STAGES[3]} ({config.base})"
+    with timer.stage(4, base_title):
+        base_id, base_reused = stages.demo_base(config)
+    if base_reused:
+        timer.note(base_title, "reused")
 
-    with timer.stage(1, total_stages, "serve and crawl the demo site"):
-        with serve() as site_url:
-            console.print(f"demo site at {site_url} (bundled MedQuAD subset, CC BY 4.0)")
-            args = {"sitemap_url": f"{site_url}/sitemap.xml"}
-            if config.max_pages:
-                args["max_pages"] = str(config.max_pages)
-            crawl_run_id = run_crawl("qa", args)
+    adapter_ids: dict[str, int] = {}
+    failed: dict[str, str] = {}
+    with timer.stage(5, STAGES[4]):
+        parts = []
+        for i, method in enumerate(config.methods, 1):
+            console.print(f"[bold]{i}/{len(config.methods)}: {config.adapter_name(method)} "
+                          f"({method})")
+            trained = stages.train_demo_adapter(config, method)
+            parts.append(f"{method} " + ("reused" if trained.reused else
+                                         f"{trained.seconds:.0f} s"))
+            if trained.adapter_id is None:
+                failed[method] = trained.error or "not trained"
+            else:
+                adapter_ids[method] = trained.adapter_id
+        timer.note(STAGES[4], ", ".join(parts))
+    if not adapter_ids:
+        raise stages.DemoError(f"no adapter trained: {'; '.join(failed.values())}")
 
-    with timer.stage(2, total_stages, "build the dataset snapshot"):
-        snapshot_id = _snapshot(config)
+    report_dir = config.report_dir or get_settings().home / "reports"
+    with timer.stage(6, STAGES[5]):
+        report = stages.write_comparison(config, adapter_ids, failed, report_dir)
 
-    with timer.stage(3, total_stages, f"base model ({config.base})"):
-        base_id = _base(config)
-
-    with timer.stage(4, total_stages, "train the LoRA adapter"):
-        adapter_id = _adapter(config)
-
-    return DemoResult(crawl_run_id, snapshot_id, base_id, adapter_id, dict(timer.seconds))
-
-
-def _reuse_or(find: Callable[[], Any | None], build: Callable[[], int], what: str) -> int:
-    found = find()
-    if found is not None:
-        console.print(f"reusing {what} recorded earlier (id {found})")
-        return found
-    return build()
-
-
-def _id_or_none(record: Any | None) -> int | None:
-    return None if record is None else record.id
-
-
-def _snapshot(config: DemoConfig) -> int:
-    from registry.snapshots import find_snapshot
-    from trainers.dataset import build_snapshot
-
-    return _reuse_or(
-        lambda: _id_or_none(find_snapshot(config.snapshot)),
-        lambda: build_snapshot(name=config.snapshot, limit=config.limit, seed=config.seed,
-                               max_answer_words=config.max_answer_words),
-        f"snapshot {config.snapshot!r}",
-    )
-
-
-def _base(config: DemoConfig) -> int:
-    from registry.bases import find_base
-    from trainers.base_model import register_base
-
-    if config.base != "tiny":
-        return _reuse_or(lambda: _id_or_none(find_base(config.base)),
-                         lambda: register_base(config.base, config.base), f"base {config.base!r}")
-    return _reuse_or(
-        lambda: _id_or_none(find_base("tiny")),
-        lambda: _build_tiny_base(config),
-        "the tiny base",
-    )
-
-
-def _build_tiny_base(config: DemoConfig) -> int:
-    from trainers.base_model import build_tiny_base
-    from trainers.cli import pretrain_progress
-
-    with pretrain_progress(config.base_steps) as on_step:
-        return build_tiny_base(name="tiny", steps=config.base_steps, seed=config.seed,
-                               progress=on_step, pretrain_snapshot=config.snapshot)
+    published: list[str] = []
+    token_missing = config.push is not None and not stages.have_hub_token()
+    if config.push is None:
+        timer.skip(7, STAGES[6], "no --push OWNER/NAME given")
+    elif token_missing:
+        timer.skip(7, STAGES[6], stages.NO_TOKEN_LINE.format(target=config.push),
+                   "no Hugging Face token", style="yellow")
+    else:
+        with timer.stage(7, STAGES[6]):
+            published, push_error = stages.push_demo_adapters(config, adapter_ids)
+        if push_error:
+            failed["push"] = push_error
+    return DemoResult(crawl_run_id, snapshot_id, base_id, adapter_ids, failed, report,
+                      published, dict(timer.seconds))
 
 
-def _adapter(config: DemoConfig) -> int:
-    from registry.adapters import list_adapters
-    from trainers.run import run_training
-
-    overrides = {"max_steps": config.train_steps, "max_length": config.max_length,
-                 "seed": config.seed}
-    return _reuse_or(
-        lambda: next((a.id for a in list_adapters() if a.name == config.adapter), None),
-        lambda: run_training(method="lora", base=config.base, snapshot=config.snapshot,
-                             adapter_name=config.adapter, overrides=overrides),
-        f"adapter {config.adapter!r}",
-    )
+def _methods(value: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(m.strip() for m in value.split(",") if m.strip()))
 
 
 def demo_command(
-    base: str = typer.Option("tiny", help="Base model: 'tiny' builds one locally, or a Hub "
-                             "id / local path."),
-    limit: int = typer.Option(DemoConfig.limit, help="QA pairs in the demo snapshot."),
-    base_steps: int = typer.Option(DemoConfig.base_steps, help="Pretraining steps of the "
-                                   "tiny base."),
-    train_steps: int = typer.Option(DemoConfig.train_steps, help="LoRA optimizer steps."),
-    max_pages: int = typer.Option(0, help="Pages to crawl; 0 crawls the whole demo site."),
+    base: str = typer.Option(DemoConfig.base, help="Base model: 'tiny' builds one locally; else "
+                             "a registered name, a Hub id or a local path."),
+    limit: int = typer.Option(DemoConfig.limit, min=1, help="QA pairs in the demo snapshot."),
+    clusters: int = typer.Option(DemoConfig.clusters, min=0, help="K-Means clusters on MiniLM "
+                                 "embeddings; the snapshot takes limit/clusters pairs from each "
+                                 "(0: a random sample)."),
+    base_steps: int = typer.Option(DemoConfig.base_steps, min=1,
+                                   help="Pretraining steps of the tiny base."),
+    methods: str = typer.Option(",".join(DEFAULT_METHODS), help="Comma-separated trainer "
+                                "backends; each trains an adapter named demo-METHOD."),
+    train_steps: int = typer.Option(DemoConfig.train_steps, min=1,
+                                    help="Optimizer steps per adapter."),
+    settings: Annotated[list[str] | None, typer.Option(
+        "--set", help="Training config field for every adapter as key=value (repeatable), e.g. "
+        "--set learning_rate=2e-4 for a real base (default: the methods' own defaults).")] = None,
+    max_pages: int = typer.Option(DemoConfig.max_pages, min=0,
+                                  help="Pages to crawl; 0 crawls the whole demo site."),
+    push: str | None = typer.Option(None, metavar="OWNER/NAME", help="Push each adapter to the "
+                                    "Hub repo OWNER/NAME-METHOD (needs a token: HF_TOKEN or "
+                                    "`hf auth login`; HF_ENDPOINT picks another Hub) "
+                                    "(default: no push)."),
+    report_dir: Annotated[Path | None, typer.Option(
+        help="Directory of the comparison report (default: LORAFORGE_HOME/reports).")] = None,
     ui: bool = typer.Option(True, help="Open the chat app at the end (--no-ui to stop there)."),
     host: str = typer.Option("127.0.0.1", help="Address the chat app binds."),
     port: int = typer.Option(7860, help="Port of the chat app."),
 ) -> None:
-    """Run the end-to-end demo: serve the demo site, crawl, build a dataset, build the tiny
-    base, train a LoRA adapter and open the chat app."""
-    config = DemoConfig(base=base, limit=limit, base_steps=base_steps, train_steps=train_steps,
-                        max_pages=max_pages)
+    """Run the end-to-end demo: serve the demo site, crawl it, build a diverse snapshot, build
+    the tiny base, train LoRA, LoRA+ and QLoRA adapters, write their comparison report,
+    optionally push them, and open the chat app. A re-run reuses what is already recorded."""
+    config = DemoConfig(base=base, limit=limit, clusters=clusters, base_steps=base_steps,
+                        methods=_methods(methods), train_steps=train_steps,
+                        settings=tuple(settings or ()), max_pages=max_pages, push=push,
+                        report_dir=report_dir)
+    stages.check_request(config)
+    if ui:  # before minutes of training, not after
+        stages.check_port_free(host, port)
+    console.print("The demo runs 8 stages: " + "; ".join(
+        f"{i}. {title}" for i, title in enumerate(STAGES, 1)))
     timer = StageTimer()
-    total = 5 if ui else 4
-    result = run_pipeline(config, timer, total_stages=total)
+    result = run_pipeline(config, timer)
+    if not ui:
+        timer.skip(8, STAGES[7], "--no-ui")
     console.print(timer.table())
-    console.print(f"adapter id {result.adapter_id} is in the registry: `loraforge adapters list`")
+    for what, reason in result.failed.items():
+        console.print(f"[red]{what} failed:[/] {reason}")
+    console.print(f"adapters in the registry: {len(result.adapter_ids)} of "
+                  f"{len(config.methods)} (`loraforge adapters list`); report → {result.report}")
     if ui:
+        from registry.adapters import get_adapter
         from ui.cli import launch
 
-        console.rule(f"[bold]Stage 5/{total}: chat")
-        launch(host=host, port=port, auth=None, share=False, block=True)
+        console.rule(f"[bold]Stage 8/{len(STAGES)}: {STAGES[7]}")
+        labels = [get_adapter(i).label for i in result.adapter_ids.values()]
+        console.print(f"pick {', '.join(labels)} in the Adapter menu, then ask a question")
+        launch(host=host, port=port, auth=None, share=False, block=True, base=config.base)
+    elif result.failed:
+        raise typer.Exit(1)

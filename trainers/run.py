@@ -165,7 +165,7 @@ def _check_base_kind(backend: Any, method: str, base: bases.BaseRecord) -> None:
     with ``base_kind`` (plugins without it train causal LMs)."""
     wanted = getattr(backend, "base_kind", "causal")
     if base.kind != wanted:
-        hint = ("train it with `loraforge train masked-diffusion`"
+        hint = ("train it with `loraforge train --method masked-diffusion`"
                 if base.kind == "masked_diffusion"
                 else "pick a masked-diffusion base (`loraforge base init --kind masked-diffusion`)")
         raise TrainerError(f"base {base.name!r} is a {base.kind.replace('_', '-')} LM but trainer "

@@ -32,16 +32,20 @@ def launch(
     credentials = _parse_auth(auth)
     engine = engine or ChatEngine(base=base)
     app = create_ui(engine)
-    app.launch(
-        server_name=host,
-        server_port=port,
-        auth=credentials,
-        share=share,
-        prevent_thread_lock=True,
-        quiet=True,
-        show_error=False,
-        i18n=I18N,
-    )
+    try:
+        app.launch(
+            server_name=host,
+            server_port=port,
+            auth=credentials,
+            share=share,
+            prevent_thread_lock=True,
+            quiet=True,
+            show_error=False,
+            i18n=I18N,
+        )
+    except OSError as exc:  # Gradio's "Cannot find empty port": the port is taken
+        raise ChatError(f"cannot open the chat app on {host}:{port} ({str(exc).split('.')[0]}); "
+                        "pass --port with a free port, or stop what uses it") from exc
     url = app.local_url or f"http://{host}:{port}/"
     typer.echo(
         f"LoRAForge chat on {url}" + (f" (public: {app.share_url})" if app.share_url else "")
