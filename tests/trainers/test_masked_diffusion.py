@@ -24,7 +24,7 @@ SHORT_ANSWER_WORDS = 25
 # masked share of the answer, weighted by 1/p): the base memorises the two answers' text,
 # the adapter learns to give them after the chat template's prompt.
 BASE_STEPS = 600
-ADAPTER_STEPS = 500
+ADAPTER_STEPS = 800
 SETTINGS = {"max_steps": ADAPTER_STEPS, "learning_rate": 3e-3, "max_length": 128,
             "logging_steps": 25, "generate_examples": 1, "max_new_tokens": 48,
             "progress_bar": False, "dropout": 0.0}
@@ -89,7 +89,7 @@ def test_the_adapter_reproduces_a_trained_answer_through_the_sampler(diffusion_s
         scores.append(rouge_l(reference, engine.generate(label, chat[:-1], max_new_tokens=64)))
         base_scores.append(rouge_l(reference, engine.generate(BASE_ONLY, chat[:-1],
                                                               max_new_tokens=64)))
-    assert max(scores) >= 0.8, scores
+    assert max(scores) >= 0.8, (scores, base_scores)
     assert sum(scores) > sum(base_scores), (scores, base_scores)
     assert engine.base_loads == 1
 
