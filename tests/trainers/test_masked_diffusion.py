@@ -166,3 +166,17 @@ def test_a_causal_trainer_refuses_a_diffusion_base_before_recording_anything(dif
         run_training(method="masked-diffusion", base="causal", snapshot="two",
                      overrides={"max_steps": 1})
     assert len(list_runs()) == runs
+
+
+def test_a_causal_model_registered_as_diffusion_is_refused_before_recording(diffusion_store,
+                                                                            tmp_path):
+    from trainers.base_model import register_base
+    from trainers.run import run_training
+    from trainers.testing import make_tiny_model
+
+    register_base("not-mdm", make_tiny_model(tmp_path / "causal"), kind="masked_diffusion")
+    runs = len(list_runs())
+    with pytest.raises(TrainerError, match="no mask token"):
+        run_training(method="masked-diffusion", base="not-mdm", snapshot="two",
+                     overrides={"max_steps": 1})
+    assert len(list_runs()) == runs

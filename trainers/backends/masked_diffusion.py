@@ -72,10 +72,11 @@ class MaskedDiffusionBackend(SftBackend):
     def preflight(self, model_path: str, config: MaskedDiffusionConfig) -> None:
         try:
             model_config = load_diffusion_config(model_path)
+            tokenizer = self.load_tokenizer(model_path)
         except (OSError, ValueError) as exc:
             raise TrainerError(f"cannot load a masked-diffusion model from {model_path!r} "
                                f"({str(exc).splitlines()[0]})") from exc
-        mask_token_id_of(model_config)
+        mask_token_id_of(model_config, tokenizer)
         super().preflight(model_path, config)
 
     def module_names(self, model_path: str) -> list[str]:
