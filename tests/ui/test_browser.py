@@ -59,10 +59,14 @@ def browser():
 
 
 def _pick(page, picker_id: str, option: str) -> None:
+    from playwright.sync_api import expect
+
     box = page.locator(f"#{picker_id} input")
     box.click()
     options = page.locator(f"#{box.get_attribute('aria-controls')}")
     options.get_by_role("option", name=option, exact=True).click()
+    # On a loaded machine the click can land before Gradio applies it; go on once it shows.
+    expect(box).to_have_value(option)
 
 
 def test_pick_chat_stream_switch_language_and_compare(served, browser):
