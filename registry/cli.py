@@ -58,6 +58,28 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
+EVAL_KEYS = ("rouge_l", "exact_match", "answer_similarity", "latency_seconds")
+
+
+def _eval_rows(adapter_id: int) -> dict[str, str]:
+    """The adapter's newest held-out evaluation as 'value (base value, difference)'."""
+    from registry.evaluations import latest_for_adapter
+
+    found = latest_for_adapter(adapter_id)
+    if found is None:
+        return {"eval": "not evaluated (`loraforge eval ADAPTER`)"}
+    mine, base = found
+    rows = {"eval.dataset": f"{mine.snapshot_name}/{mine.split}, {mine.examples_count} "
+                           f"questions, {mine.settings.get('max_new_tokens')} new tokens"}
+    for key in EVAL_KEYS:
+        value = mine.metrics.get(key)
+        text = _fmt(value)
+        if base is not None and value is not None and base.metrics.get(key) is not None:
+            text += f" (base {_fmt(base.metrics[key])}, {value - base.metrics[key]:+.3f})"
+        rows[f"eval.{key}"] = text
+    return rows
+
+
 @adapters_app.command("list")
 def adapters_list() -> None:
     """A table of adapters with their key metrics."""
@@ -99,6 +121,8 @@ def adapters_show(
         table.add_row(f"lora.{key}", _fmt(value))
     for key, value in sorted(detail.metrics.items()):
         table.add_row(f"metric.{key}", _fmt(value))
+    for key, value in _eval_rows(detail.id).items():
+        table.add_row(key, value)
     for pub in detail.publications:
         table.add_row("published", f"{pub.repo_id}@{pub.revision} {pub.commit_sha} {pub.url}")
     console.print(table)
@@ -121,6 +145,9 @@ def adapters_compare(
         rows[f"lora.{key}"] = [d.lora_config.get(key) for d in details]
     for key in sorted({k for d in details for k in d.metrics}):
         rows[key] = [d.metrics.get(key) for d in details]
+    evals = [_eval_rows(d.id) for d in details]
+    for key in dict.fromkeys(k for e in evals for k in e):
+        rows[key] = [e.get(key) for e in evals]
     for key, values in rows.items():
         table.add_row(key, *[_fmt(v) for v in values])
     console.print(table)

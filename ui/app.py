@@ -10,7 +10,7 @@ from ui.components.adapters import build_adapters_tab, refresh_registry
 from ui.components.chat import build_chat_tab, refresh_choices
 from ui.components.data import build_data_tab
 from ui.components.train import build_train_tab, form_choices
-from ui.engine import BASE_ONLY, ChatEngine
+from ui.engine import ChatEngine
 from ui.i18n import I18N
 
 QUEUE_MAX_SIZE = 64
@@ -44,7 +44,7 @@ def create_ui(engine: ChatEngine) -> gr.Blocks:
             train = build_train_tab()
         # Each page load reads the adapter list fresh, so new adapters show up without a restart.
         app.load(
-            lambda: gr.Dropdown(choices=engine.grouped_choices(), value=BASE_ONLY),
+            lambda: gr.Dropdown(choices=engine.grouped_choices(), value=engine.default_choice()),
             outputs=chat.adapter,
             api_name=False,
             queue=False,

@@ -154,6 +154,10 @@ class ChatEngine:
         labels = [a.label for a in list_adapters() if a.base_name == self.base_name]
         return [BASE_ONLY, *labels]
 
+    def default_choice(self) -> str:
+        """What the picker opens on: the newest adapter of this base, else the base alone."""
+        return self.list_choices()[-1]
+
     def grouped_choices(self) -> list[tuple[str, str]]:
         """(shown, value) picker entries grouped by base: this engine's base first.
 

@@ -31,7 +31,7 @@ def _stored_articles() -> None:
 
 
 def test_registry_table_lists_both_adapters_and_their_lineage(client: Client):
-    table, _costs, picker = client.predict(api_name="/registry")
+    table, _memory, _seconds, picker = client.predict(api_name="/registry")
     labels = [row[0] for row in table["data"]]
     assert labels == ["alpha:v1", "beta:v1"]
     assert table["headers"][:3] == ["label", "base", "method"]

@@ -9,6 +9,7 @@ import pandas as pd
 
 from registry.adapters import get_adapter, get_run, list_adapters
 from registry.errors import LoraForgeError
+from registry.evaluations import latest_for_adapter
 from registry.hub import push_adapter
 from registry.lineage import adapter_lineage
 from ui.components.chat import user_errors
@@ -16,7 +17,8 @@ from ui.i18n import I18N
 
 TABLE_COLUMNS = [
     "label", "base", "method", "snapshot", "final_loss", "trainable_%", "peak_memory_mb",
-    "train_seconds", "tokens_per_s", "created",
+    "train_seconds", "tokens_per_s", "eval_rouge_l", "eval_rouge_l_vs_base", "eval_similarity",
+    "eval_similarity_vs_base", "eval_exact_match", "created",
 ]
 
 
@@ -37,22 +39,43 @@ def adapter_table() -> pd.DataFrame:
         rows.append([
             a.label, a.base_name, a.method, a.snapshot_name or "", m.get("final_loss"),
             m.get("trainable_percent"), _mb(m.get("peak_memory_bytes")), m.get("wall_seconds"),
-            m.get("tokens_per_second"),
+            m.get("tokens_per_second"), *_eval_columns(a.id),
             a.created_at.strftime("%Y-%m-%d %H:%M") if a.created_at else "",
         ])
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
-def cost_frame() -> pd.DataFrame:
-    """Long-form (adapter, measure, value) rows for the grouped memory/time bar chart."""
-    rows = []
-    for a in list_adapters():
-        m = a.metrics or {}
-        if m.get("peak_memory_bytes") is not None:
-            rows.append([a.label, "peak memory (MB)", _mb(m["peak_memory_bytes"])])
-        if m.get("wall_seconds") is not None:
-            rows.append([a.label, "training time (s)", float(m["wall_seconds"])])
-    return pd.DataFrame(rows, columns=["adapter", "measure", "value"])
+def _eval_columns(adapter_id: int) -> list[float | None]:
+    """ROUGE-L, its gain over the base, similarity, its gain, exact match; blank when none."""
+    found = latest_for_adapter(adapter_id)
+    if found is None:
+        return [None] * 5
+    mine, base = found
+
+    def gain(key: str) -> float | None:
+        if base is None or mine.metrics.get(key) is None or base.metrics.get(key) is None:
+            return None
+        return round(mine.metrics[key] - base.metrics[key], 4)
+
+    m = mine.metrics
+    return [m.get("rouge_l"), gain("rouge_l"), m.get("answer_similarity"),
+            gain("answer_similarity"), m.get("exact_match")]
+
+
+def _measure_frame(key: str, scale: float = 1.0) -> pd.DataFrame:
+    rows = [[a.label, round(float(a.metrics[key]) * scale, 2)] for a in list_adapters()
+            if isinstance((a.metrics or {}).get(key), int | float)]
+    return pd.DataFrame(rows, columns=["adapter", "value"])
+
+
+def memory_frame() -> pd.DataFrame:
+    """(adapter, peak memory in MB) for its own bar chart: MB and seconds share no axis."""
+    return _measure_frame("peak_memory_bytes", 1 / 2**20)
+
+
+def time_frame() -> pd.DataFrame:
+    """(adapter, training time in s) for its own bar chart."""
+    return _measure_frame("wall_seconds")
 
 
 def loss_frame(label: str | None) -> pd.DataFrame:
@@ -108,10 +131,10 @@ def push(label: str | None, repo_id: str | None, private: bool) -> str:
     return f"✅ Pushed {label} to {publication.url or publication.repo_id}"
 
 
-def refresh_registry() -> tuple[pd.DataFrame, pd.DataFrame, gr.Dropdown]:
+def refresh_registry() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, gr.Dropdown]:
     with user_errors():
         labels = [a.label for a in list_adapters()]
-        return adapter_table(), cost_frame(), gr.Dropdown(choices=labels)
+        return adapter_table(), memory_frame(), time_frame(), gr.Dropdown(choices=labels)
 
 
 def build_adapters_tab() -> AdaptersTab:
@@ -119,8 +142,11 @@ def build_adapters_tab() -> AdaptersTab:
     with gr.Tab(I18N("tab_adapters"), id="adapters"):
         refresh = gr.Button(I18N("refresh"), size="sm")
         table = gr.Dataframe(value=adapter_table, label=I18N("registry"), interactive=False)
-        costs = gr.BarPlot(cost_frame, x="adapter", y="value", color="measure",
-                           label=I18N("cost_chart"))
+        with gr.Row():
+            memory = gr.BarPlot(memory_frame, x="adapter", y="value", y_title="MB",
+                                label=I18N("memory_chart"))
+            seconds = gr.BarPlot(time_frame, x="adapter", y="value", y_title="s",
+                                 label=I18N("time_chart"))
         picked = gr.Dropdown(choices=[a.label for a in list_adapters()], value=None,
                              label=I18N("adapter"))
         with gr.Row():
@@ -132,8 +158,9 @@ def build_adapters_tab() -> AdaptersTab:
             private = gr.Checkbox(label=I18N("private"), value=True, scale=1)
             push_button = gr.Button(I18N("push"), scale=1)
         push_status = gr.Markdown()
-    refresh.click(refresh_registry, outputs=[table, costs, picked], api_name="registry")
+    refresh.click(refresh_registry, outputs=[table, memory, seconds, picked],
+                  api_name="registry")
     picked.change(show_adapter, inputs=picked, outputs=[lineage, loss], api_name="adapter_detail")
     push_button.click(push, inputs=[picked, repo_id, private], outputs=push_status,
                       api_name="push", concurrency_limit=1)
-    return AdaptersTab([table, costs, picked])
+    return AdaptersTab([table, memory, seconds, picked])

@@ -12,7 +12,7 @@ from typing import Any
 import gradio as gr
 
 from registry.errors import LoraForgeError
-from ui.engine import BASE_ONLY, ChatEngine
+from ui.engine import ChatEngine
 from ui.i18n import I18N
 
 MAX_MESSAGE_CHARS = 2000
@@ -52,7 +52,8 @@ def refresh_choices(engine: ChatEngine, current: str | None) -> gr.Dropdown:
     with user_errors():
         choices = engine.grouped_choices()
     values = [value for _, value in choices]
-    return gr.Dropdown(choices=choices, value=current if current in values else BASE_ONLY)
+    return gr.Dropdown(choices=choices,
+                       value=current if current in values else engine.default_choice())
 
 
 @contextmanager
@@ -171,7 +172,7 @@ def build_chat_tab(engine: ChatEngine) -> ChatTab:
         with gr.Row():
             adapter = gr.Dropdown(
                 choices=engine.grouped_choices(),
-                value=BASE_ONLY,
+                value=engine.default_choice(),
                 label=I18N("adapter"),
                 # The engine checks the label against the store, so adapters registered after
                 # the page loaded (or called over the API) work without a refresh.
