@@ -5,6 +5,11 @@ from __future__ import annotations
 import logging
 import sys
 
+# bitsandbytes tries to fetch an optional CPU kernel from the Hub when it is first imported
+# (by peft/transformers, below) and warns when it can't; its built-in fallback is what we use,
+# so the warning is only noise, and it would be a second line under every one-line error.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+
 import typer
 
 from crawlers.cli import crawl_app, demo_site_app

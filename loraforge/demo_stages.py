@@ -154,7 +154,10 @@ def build_demo_snapshot(config: DemoConfig) -> int:
     from registry.snapshots import find_snapshot
 
     args = ["data", "build", "--name", config.snapshot, "--seed", str(config.seed),
-            "--max-answer-words", str(config.max_answer_words)]
+            "--max-answer-words", str(config.max_answer_words),
+            "--test-fraction", str(config.preset.test_fraction)]
+    if config.preset.min_answer_words:
+        args += ["--min-answer-words", str(config.preset.min_answer_words)]
     if config.clusters:
         args += ["--clusters", str(config.clusters),
                  "--per-cluster", str(max(1, (config.limit or 0) // config.clusters))]
@@ -167,7 +170,8 @@ def build_demo_snapshot(config: DemoConfig) -> int:
     counts = snapshot.counts
     how = (f"{len(counts.get('clusters', {}))} K-Means clusters of MiniLM embeddings"
            if config.clusters else "a random sample" if config.limit else
-           f"every pair with an answer of at most {config.max_answer_words} words")
+           f"every pair with an answer of {config.preset.min_answer_words or 1}-"
+           f"{config.max_answer_words} words")
     console.print(f"snapshot {config.snapshot!r}: {counts['train']} train / {counts['test']} "
                   f"test pairs from {how}; near-duplicates kept on one side of the split")
     return snapshot.id
@@ -239,7 +243,7 @@ def find_demo_adapter(config: DemoConfig, method: str) -> AdapterRecord | None:
 
 def train_args(config: DemoConfig, method: str) -> list[str]:
     settings = [f"max_steps={config.train_steps}", f"max_length={config.max_length}",
-                f"seed={config.seed}", *config.settings]  # later --set values win
+                f"seed={config.seed}", *config.training_settings(method)]  # later ones win
     return ["train", "--method", method, "--base", config.base, "--dataset", config.snapshot,
             "--name", config.adapter_name(method), *(a for s in settings for a in ("--set", s))]
 

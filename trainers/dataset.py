@@ -74,6 +74,9 @@ def _empty_selection(spec: SnapshotSpec) -> TrainerError:
     if spec.max_answer_words is not None:
         filters = " and ".join(f for f in (filters, f"--max-answer-words {spec.max_answer_words}")
                                if f)
+    if spec.min_answer_words is not None:
+        filters = " and ".join(f for f in (filters, f"--min-answer-words {spec.min_answer_words}")
+                               if f)
     what = {"qa": "QA pairs", "chunks": "articles", "headings": "article sections",
             "import": "records"}[spec.kind]
     if filters:
@@ -95,6 +98,8 @@ def _narrow(spec: SnapshotSpec, found: list[Example],
     chosen = found
     if spec.max_answer_words is not None:
         chosen = [e for e in chosen if len(e.answer.split()) <= spec.max_answer_words]
+    if spec.min_answer_words is not None:
+        chosen = [e for e in chosen if len(e.answer.split()) >= spec.min_answer_words]
     counts: dict[str, Any] = {}
     if spec.limit is not None and spec.limit < len(chosen):
         picked = set(random.Random(spec.seed).sample(range(len(chosen)), spec.limit))

@@ -68,11 +68,11 @@ def eval_command(
         help="Adapters to evaluate: id, name:vN or name (its newest version); all on one "
              "base.")] = None,
     dataset: str | None = typer.Option(
-        None, "--dataset", help="Snapshot whose questions are asked [default: the snapshot the "
-        "first adapter was trained on]."),
+        None, "--dataset", help="Snapshot whose questions are asked (default: the snapshot the "
+        "first adapter was trained on)."),
     base: str | None = typer.Option(
         None, "--base", help="Registered base to evaluate alone when no adapter is named "
-        "[default: the adapters' base]."),
+        "(default: the adapters' base)."),
     split: str = typer.Option(_DEFAULTS.split, "--split", help=_help("split")),
     max_new_tokens: int = typer.Option(_DEFAULTS.max_new_tokens, "--max-new-tokens",
                                        help=_help("max_new_tokens")),

@@ -39,7 +39,7 @@ class EvalConfig:
     max_new_tokens: int = field(default=96, metadata={
         "help": "New-token budget of every answer (the same for every model)."})
     limit: int | None = field(default=None, metadata={
-        "help": "Ask only the first N questions of the split [default: all]."})
+        "help": "Ask only the first N questions of the split (default: all)."})
     batch_size: int = field(default=8, metadata={
         "help": "Questions answered together in one left-padded batch."})
     include_base: bool = field(default=True, metadata={
@@ -47,8 +47,8 @@ class EvalConfig:
     keep_examples: int = field(default=5, metadata={
         "help": "Answers stored per model for side-by-side reading."})
     encoder: str | None = field(default=None, metadata={
-        "help": "sentence-transformers directory for answer similarity [default: the bundled "
-                "MiniLM]."})
+        "help": "sentence-transformers directory for answer similarity (default: the bundled "
+                "MiniLM)."})
 
     def __post_init__(self) -> None:
         problems = [

@@ -46,6 +46,9 @@ class SnapshotSpec:
         "Instruction file for --kind import: alpaca, sharegpt or messages, .json or .jsonl."))
     max_answer_words: int | None = field(default=None, metadata=_help(
         "Only examples whose answer has at most this many words [default: no limit]."))
+    min_answer_words: int | None = field(default=None, metadata=_help(
+        "Only examples whose answer has at least this many words: drops link lists and stubs "
+        "that a crawl stored as answers (default: no limit)."))
     chunk_words: int = field(default=256, metadata=_help("Words per chunk for --kind chunks."))
     stratify: str | None = field(default="topic", metadata=_help(
         "Column to stratify the split by (topic, focus_area, source, language), or none."))
@@ -81,6 +84,12 @@ class SnapshotSpec:
              f"limit must be at least 1, got {self.limit}; leave it out to use every example"),
             (self.max_answer_words is not None and self.max_answer_words < 1,
              f"max answer words must be at least 1, got {self.max_answer_words}"),
+            (self.min_answer_words is not None and self.min_answer_words < 1,
+             f"min answer words must be at least 1, got {self.min_answer_words}"),
+            (self.min_answer_words is not None and self.max_answer_words is not None
+             and self.min_answer_words > self.max_answer_words,
+             f"min answer words ({self.min_answer_words}) is above max answer words "
+             f"({self.max_answer_words})"),
             (not 0 <= self.test_fraction < 1,
              f"test fraction must be in [0, 1), got {self.test_fraction}; try 0.1"),
             (not 0 <= self.validation_fraction < 1
