@@ -110,7 +110,12 @@ def adapters_show(
     db.ensure_schema()
     detail = show_adapter(adapter)
     if as_json:
-        typer.echo(json.dumps(asdict(detail), indent=2, default=str))
+        from registry.evaluations import latest_for_adapter
+
+        found = latest_for_adapter(detail.id)
+        record = {**asdict(detail), "evaluation": asdict(found[0]) if found else None,
+                  "base_evaluation": asdict(found[1]) if found and found[1] else None}
+        typer.echo(json.dumps(record, indent=2, default=str))
         return
     table = Table("field", "value", show_header=False)
     for key, value in asdict(detail).items():

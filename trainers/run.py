@@ -78,7 +78,17 @@ def parse_settings(settings: list[str]) -> dict[str, Any]:
             parsed[key.strip()] = yaml.safe_load(value) if value.strip() else None
         except yaml.YAMLError:
             parsed[key.strip()] = value
+        if isinstance(parsed[key.strip()], str):
+            parsed[key.strip()] = _number_or_text(parsed[key.strip()])
     return parsed
+
+
+def _number_or_text(text: str) -> Any:
+    """YAML 1.1 reads ``2e-3`` (no dot) as a string; people mean the number."""
+    try:
+        return float(text) if any(c in text.lower() for c in ".e") else int(text)
+    except ValueError:
+        return text
 
 
 def _count_examples(path: Path) -> int:

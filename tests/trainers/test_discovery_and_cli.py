@@ -58,3 +58,13 @@ def test_train_help_shows_every_option_with_its_default():
                    "--max-steps", "--epochs", "--batch-size", "--max-length"):
         assert option in result.output
     assert "default: lora" in result.output and "default: 0.003" in result.output
+
+
+def test_set_reads_exponents_without_a_dot_as_numbers():
+    """YAML 1.1 reads 2e-3 as a string; `--set learning_rate=2e-3` must still be a number."""
+    from trainers.run import parse_settings
+
+    assert parse_settings(["learning_rate=2e-3", "rank=16", "alpha=3.5e1", "report_to=none",
+                           "target_modules=[q_proj, v_proj]"]) == {
+        "learning_rate": 0.002, "rank": 16, "alpha": 35.0, "report_to": "none",
+        "target_modules": ["q_proj", "v_proj"]}
