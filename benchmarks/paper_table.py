@@ -2,6 +2,7 @@
 
     python benchmarks/paper_table.py                          # a GPU: the real 32-layer shape
     python benchmarks/paper_table.py --device cpu --layers 1,2 --grad-accum 1 --steps 2
+    python benchmarks/paper_table.py --model "$LORAFORGE_HOME/bases/smollm2"   # a real model
 
 The model is LLaMA-2-7B's architecture built from a hand-written config with random weights:
 memory and speed don't depend on the weight values, and nothing is downloaded. Three kinds of
@@ -19,6 +20,10 @@ the process's peak resident set size over the training steps (reset with Linux's
 ``/proc/self/clear_refs`` once the model is loaded, the CPU counterpart of
 ``torch.cuda.reset_peak_memory_stats``) minus the resident size after imports, before loading:
 torch's CPU allocator keeps no statistics and tracemalloc does not see its allocations.
+
+With ``--model`` (a model directory, or the name of a registered base with a local copy) the
+same methods are measured on that model's own config and weights, at its full depth only: every
+figure is measured or, for the parameter counts, exact; nothing is extrapolated.
 """
 
 from __future__ import annotations
@@ -90,6 +95,10 @@ def count_on_meta(config, method: str, args: argparse.Namespace) -> tuple[int, i
     backend, cfg = train_config(method, args)
     with init_empty_weights():
         model = AutoModelForCausalLM.from_config(config)
+    # Built empty, tied embeddings stay two tensors (a tied model such as SmolLM2 would count
+    # its vocab x hidden matrix twice), and tying inside init_empty_weights makes a new copy.
+    model.tie_weights()  # a no-op for untied configs such as LLaMA-2's
+    with init_empty_weights():
         peft_config = backend.peft_config(cfg)
         if peft_config is not None:
             from peft import get_peft_model
@@ -260,10 +269,10 @@ def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
     return my - slope * mx, slope
 
 
-def at_full_depth(runs: list[dict]) -> dict | None:
-    """Peak memory and samples/s at 32 layers: measured if it was run, else extrapolated."""
+def at_full_depth(runs: list[dict], full_layers: int = FULL_LAYERS) -> dict | None:
+    """Peak memory and samples/s at ``full_layers``: measured if it was run, else extrapolated."""
     ok = [r for r in runs if "error" not in r]
-    exact = [r for r in ok if r["layers"] == FULL_LAYERS]
+    exact = [r for r in ok if r["layers"] == full_layers]
     if exact:
         r = exact[0]
         return {"memory_bytes": r["peak_memory_bytes"], "samples_per_second":
@@ -274,12 +283,13 @@ def at_full_depth(runs: list[dict]) -> dict | None:
     a, b = fit_line(xs, [r["peak_memory_bytes"] for r in ok])
     c, d = fit_line(xs, [r["seconds_per_sample"] for r in ok])
     # Time that did not grow with depth is noise (a busy machine), not a trend to extend.
-    return {"memory_bytes": a + b * FULL_LAYERS, "per_layer_bytes": b,
-            "samples_per_second": 1 / (c + d * FULL_LAYERS) if d > 0 else None,
+    return {"memory_bytes": a + b * full_layers, "per_layer_bytes": b,
+            "samples_per_second": 1 / (c + d * full_layers) if d > 0 else None,
             "per_layer_seconds_per_sample": d, "kind": "extrapolated"}
 
 
-def summarize(runs: dict[str, list[dict]], counts: dict[str, tuple[int, int]]) -> dict:
+def summarize(runs: dict[str, list[dict]], counts: dict[str, tuple[int, int]],
+              full_layers: int = FULL_LAYERS) -> dict:
     rows = {}
     for method, method_runs in runs.items():
         trainable, total = counts[method]
@@ -287,7 +297,7 @@ def summarize(runs: dict[str, list[dict]], counts: dict[str, tuple[int, int]]) -
                       default=None)
         rows[method] = {"trainable_params": trainable, "total_params": total,
                         "trainable_percent": 100 * trainable / total, "deepest": deepest,
-                        "full_depth": at_full_depth(method_runs),
+                        "full_depth": at_full_depth(method_runs, full_layers),
                         "errors": [r["error"] for r in method_runs if "error" in r]}
     ratios = {}
     full = rows.get("full", {}).get("full_depth")
@@ -339,6 +349,36 @@ def markdown(summary: dict, args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n"
 
 
+def markdown_model(summary: dict) -> str:
+    """The table for ``--model``: one depth, all measured, so no extrapolated or study columns."""
+    model, device = summary["model"], summary["device"]
+    depth = f"measured, {model['layers']} layers"
+    lines = [
+        f"Model: **{model['name']}** ({model['architecture']}, {model['parameters']:,} "
+        f"parameters, {model['layers']} layers), `{model['path']}`", "",
+        f"| method | trainable params (exact) | % of total | peak memory ({device}) | samples/s |",
+        "|---|---|---|---|---|",
+    ]
+    for method, row in summary["rows"].items():
+        run = row["deepest"]
+        if run:
+            mem = f"{run['peak_memory_bytes'] / GB:.3f} GB ({depth})"
+            sps = f"{run['samples_per_second']:.3f} ({depth})"
+        else:
+            mem = sps = "failed: " + "; ".join(row["errors"])[:120]
+        lines.append(f"| {method} | {row['trainable_params']:,} | "
+                     f"{row['trainable_percent']:.3f}% | {mem} | {sps} |")
+    ratios = summary["ratios"]
+    lines.append("")
+    for method in ("lora", "qlora"):
+        key = f"{method}_to_full_memory"
+        if key in ratios:
+            lines.append(f"- {method} / full peak memory ({depth}): {ratios[key]:.3f} (the "
+                         f"study's LLaMA-2-7B, LoRA / full: "
+                         f"{ratios['study_lora_to_full_memory']:.3f})")
+    return "\n".join(lines) + "\n"
+
+
 # -- the command ---------------------------------------------------------------------------------
 
 
@@ -357,12 +397,44 @@ def _check_cpu_fits(args: argparse.Namespace) -> None:
     config = llama2_7b_config(max(args.layer_list))
     per_layer = 4 * config.hidden_size ** 2 + 3 * config.hidden_size * config.intermediate_size
     params = 2 * config.vocab_size * config.hidden_size + config.num_hidden_layers * per_layer
+    _refuse_over_ram(params, args, f"{config.num_hidden_layers} layers",
+                     "measure shallow copies and extrapolate, e.g. --layers 1,2")
+
+
+def _refuse_over_ram(params: int, args: argparse.Namespace, what: str, fix: str) -> None:
     need = params * (16 if "full" in args.method_list else 4)  # fp32; full adds grads + AdamW
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if need > ram:
-        raise SystemExit(f"error: {config.num_hidden_layers} layers need over {need / GB:.0f} GB "
-                         f"in fp32 on CPU, this machine has {ram / GB:.0f} GB; measure shallow "
-                         "copies and extrapolate, e.g. --layers 1,2")
+        raise SystemExit(f"error: {what} need over {need / GB:.0f} GB in fp32 on CPU, this "
+                         f"machine has {ram / GB:.0f} GB; {fix}")
+
+
+def resolve_model(model: str) -> Path:
+    """``--model``'s directory: the path itself, else the local copy of a registered base."""
+    path = Path(model).expanduser()
+    if not path.exists():
+        path = _registered_path(model) or path
+    if not (path / "config.json").is_file():
+        raise SystemExit(f"error: --model {model!r} is neither a model directory with config.json "
+                         "nor a registered base with a local copy (see `loraforge base list`)")
+    return path.resolve()
+
+
+def _registered_path(name: str) -> Path | None:
+    """The local copy of the base registered as ``name``; None if there is none, or no store."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from registry.bases import find_base
+    from registry.settings import get_settings
+
+    settings = get_settings()
+    if settings.database_url is None and not (settings.home / "loraforge.db").is_file():
+        return None  # no store yet, and looking would create an empty one
+    try:
+        record = find_base(name)
+    except SQLAlchemyError:  # a store without its tables yet: nothing is registered
+        return None
+    return Path(record.path) if record and record.path else None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -371,6 +443,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--layers", default=str(FULL_LAYERS),
                    help="Comma-separated depths to measure; with two or more and no "
                         f"{FULL_LAYERS}, the {FULL_LAYERS}-layer figures are extrapolated.")
+    p.add_argument("--model", default=None,
+                   help="Measure this model instead of the random 7B shape: a directory with "
+                        "config.json and weights (e.g. $LORAFORGE_HOME/bases/smollm2) or a "
+                        "registered base's name; its own config and weights, at its full depth "
+                        "only (no --layers, nothing extrapolated).")
     p.add_argument("--seq-len", type=int, default=512, help="Tokens per sample.")
     p.add_argument("--batch-size", type=int, default=1, help="Samples per micro-batch.")
     p.add_argument("--grad-accum", type=int, default=4,
@@ -411,6 +488,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--layers takes comma-separated integers such as 1,2, got {args.layers!r}")
     if not args.layer_list or min(args.layer_list) < 1:
         p.error(f"--layers must be at least 1, got {args.layers!r}")
+    if args.model and args.layers != str(FULL_LAYERS):
+        p.error("--layers does not apply with --model: the model is measured at its own depth")
     return args
 
 
@@ -422,6 +501,9 @@ def main(argv: list[str] | None = None) -> None:
     import shutil
 
     args.device = _resolve_device(args.device)
+    if args.model:
+        run_model(args)
+        return
     if args.device == "cpu":
         _check_cpu_fits(args)
     counts = {m: count_on_meta(llama2_7b_config(), m, args) for m in args.method_list}
@@ -437,19 +519,63 @@ def main(argv: list[str] | None = None) -> None:
                 raise SystemExit(f"error: building the {layers}-layer base failed: "
                                  f"{failed['error']}")
             for method in args.method_list:
-                print(f"measuring {method} at {layers} layers…", file=sys.stderr, flush=True)
-                result = workdir / f"{method}-{layers}.json"
-                failed = _run_child(method, args, ["--model-dir", str(model_dir),
-                                                   "--result", str(result)])
-                runs[method].append(failed | {"layers": layers} if failed
-                                    else json.loads(result.read_text()))
+                runs[method].append(_measure_in_child(method, model_dir, workdir, layers, args))
             shutil.rmtree(model_dir, ignore_errors=True)  # a 7B base is 13 GB on disk
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
     summary = summarize(runs, counts) | {"device": args.device, "runs": runs,
                                          "setup": _setup(args)}
-    table = markdown(summary, args)
+    _emit(markdown(summary, args), summary, args)
+
+
+def run_model(args: argparse.Namespace) -> None:
+    """``--model``: each method, in its own process, on that model's weights at its full depth."""
+    import shutil
+
+    from transformers import AutoConfig
+
+    model_dir = resolve_model(args.model)
+    config = AutoConfig.from_pretrained(model_dir)
+    layers, params = config.num_hidden_layers, count_on_meta(config, "full", args)[1]
+    if args.device == "cpu":
+        _refuse_over_ram(params, args, f"{model_dir.name}'s {params:,} parameters",
+                         "measure on a GPU (--device cuda) or leave full out of --methods")
+    counts = _model_counts(config, args)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="lf-paper-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        runs = {m: [_measure_in_child(m, model_dir, workdir, layers, args)]
+                for m in args.method_list}
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    model = {"name": model_dir.name, "path": str(model_dir), "parameters": params,
+             "layers": layers, "architecture": (config.architectures or [config.model_type])[0]}
+    summary = summarize(runs, counts, layers) | {
+        "device": args.device, "model": model, "runs": runs,
+        "setup": _setup(args) | {"layers": layers, "model": str(model_dir)}}
+    _emit(markdown_model(summary), summary, args)
+
+
+def _model_counts(config, args: argparse.Namespace) -> dict[str, tuple[int, int]]:
+    try:
+        return {m: count_on_meta(config, m, args) for m in args.method_list}
+    except ValueError as exc:  # PEFT: a --target-modules name this architecture doesn't have
+        raise SystemExit(f"error: {str(exc).splitlines()[0]}; set --target-modules to the "
+                         "model's own projection names") from exc
+
+
+def _measure_in_child(method: str, model_dir: Path, workdir: Path, layers: int,
+                      args: argparse.Namespace) -> dict:
+    """One method at one depth in a fresh process: its figures, or its error and depth."""
+    print(f"measuring {method} at {layers} layers…", file=sys.stderr, flush=True)
+    result = workdir / f"{method}-{layers}.json"
+    failed = _run_child(method, args, ["--model-dir", str(model_dir), "--result", str(result)])
+    return failed | {"layers": layers} if failed else json.loads(result.read_text())
+
+
+def _emit(table: str, summary: dict, args: argparse.Namespace) -> None:
     print(table)
     if args.out:
         args.out.write_text(table if args.out.suffix == ".md" else json.dumps(summary, indent=1))

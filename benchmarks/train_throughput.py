@@ -2,12 +2,14 @@
 
     python benchmarks/train_throughput.py                      # CPU-sized defaults
     python benchmarks/train_throughput.py --hidden 2048 --layers 16 --batch-size 16 --steps 30
+    python benchmarks/train_throughput.py --model "$LORAFORGE_HOME/bases/smollm2"  # a real model
 
-Same model (a Llama built from a config), same chats with uneven answer lengths, same LoRA
-config, learning rate, batch size, max length and steps. Prints tokens/s (real, non-padding
-tokens) and peak memory for each, the ratios, and the memory ratio of LoRA to a full fine-tune
-on our path. Each variant runs in its own process, so on CPU its peak resident memory is its
-own; on CUDA peak memory is ``torch.cuda.max_memory_allocated``.
+Same model (a Llama built from a config, or ``--model``'s directory with its tokenizer and chat
+template), same chats with uneven answer lengths, same LoRA config, learning rate, batch size,
+max length and steps. Prints tokens/s (real, non-padding tokens) and peak memory for each, the
+ratios, and the memory ratio of LoRA to a full fine-tune on our path. Each variant runs in its
+own process, so on CPU its peak resident memory is its own; on CUDA peak memory is
+``torch.cuda.max_memory_allocated``.
 """
 
 from __future__ import annotations
@@ -32,13 +34,8 @@ WORDS = ("the patient may feel pain in the joints and muscles while doctors test
          "medicine").split()
 
 
-def build_inputs(workdir: Path, hidden: int, layers: int, examples: int, seed: int) -> None:
-    """A Llama from a config and chats whose answers run from a few words to a few hundred."""
-    import torch
-    from transformers import LlamaForCausalLM
-
-    from trainers.base_model import make_config, train_tokenizer
-
+def build_data(workdir: Path, examples: int, seed: int) -> list[dict]:
+    """Chats whose answers run from a few words to a few hundred, written as train.jsonl."""
     rng = random.Random(seed)
     chats = []
     for i in range(examples):
@@ -50,11 +47,67 @@ def build_inputs(workdir: Path, hidden: int, layers: int, examples: int, seed: i
     data = workdir / "data"
     data.mkdir(parents=True, exist_ok=True)
     (data / "train.jsonl").write_text("".join(json.dumps(c) + "\n" for c in chats))
+    return chats
+
+
+def build_model(workdir: Path, chats: list[dict], hidden: int, layers: int, seed: int) -> None:
+    """A Llama from a config, with a tokenizer (and ChatML template) trained on the answers."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from trainers.base_model import make_config, train_tokenizer
+
     torch.manual_seed(seed)
     tokenizer = train_tokenizer([c["messages"][1]["content"] for c in chats[:50]], 512)
     model = LlamaForCausalLM(make_config(tokenizer, hidden, layers, seq_len=512))
     model.save_pretrained(workdir / "model")
     tokenizer.save_pretrained(workdir / "model")
+
+
+def model_dir(workdir: Path, args: argparse.Namespace) -> Path:
+    """What both variants train: ``--model``'s directory, else the Llama built in ``workdir``."""
+    return Path(args.model) if args.model else workdir / "model"
+
+
+def resolve_model(model: str) -> Path:
+    """``--model``'s directory: the path itself, else the local copy of a registered base."""
+    path = Path(model).expanduser()
+    if not path.exists():
+        path = _registered_path(model) or path
+    if not (path / "config.json").is_file():
+        raise SystemExit(f"error: --model {model!r} is neither a model directory with config.json "
+                         "nor a registered base with a local copy (see `loraforge base list`)")
+    return path.resolve()
+
+
+def _registered_path(name: str) -> Path | None:
+    """The local copy of the base registered as ``name``; None if there is none, or no store."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from registry.bases import find_base
+    from registry.settings import get_settings
+
+    settings = get_settings()
+    if settings.database_url is None and not (settings.home / "loraforge.db").is_file():
+        return None  # no store yet, and looking would create an empty one
+    try:
+        record = find_base(name)
+    except SQLAlchemyError:  # a store without its tables yet: nothing is registered
+        return None
+    return Path(record.path) if record and record.path else None
+
+
+def check_chat_template(path: Path) -> dict:
+    """The model's shape for the report; refuses, before any training, a tokenizer without a
+    chat template: both variants render the chats with it, and would fail in their first step."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    if not AutoTokenizer.from_pretrained(path).chat_template:
+        raise SystemExit(f"error: the tokenizer in {path} has no chat template; both variants "
+                         "train on chats rendered with the model's own template")
+    config = AutoConfig.from_pretrained(path)
+    return {"model": str(path), "hidden": config.hidden_size,
+            "layers": config.num_hidden_layers}
 
 
 def _peak_memory(device: str) -> int:
@@ -74,7 +127,7 @@ def run_ours(workdir: Path, args: argparse.Namespace, method: str) -> dict:
     if method == "lora":
         fields.update(rank=args.rank, alpha=2 * args.rank, dropout=0.0)
     config = backend.config_class(**fields)
-    result = backend.train(str(workdir / "model"), workdir / "data" / "train.jsonl", None,
+    result = backend.train(str(model_dir(workdir, args)), workdir / "data" / "train.jsonl", None,
                            workdir / f"out-{method}", config)
     m = result.metrics
     return {"tokens": m["tokens_seen"], "seconds": m["wall_seconds"],
@@ -95,8 +148,9 @@ def run_trl_default(workdir: Path, args: argparse.Namespace) -> dict:
     data = load_dataset("json", data_files=str(workdir / "data" / "train.jsonl"))["train"]
     data = data.map(lambda ex: {"prompt": ex["messages"][:-1], "completion": ex["messages"][-1:]},
                     remove_columns=["messages"])
-    tokenizer = AutoTokenizer.from_pretrained(workdir / "model")
-    model = AutoModelForCausalLM.from_pretrained(workdir / "model")
+    # The model's own tokenizer, so its chat template renders the chats, as on our path.
+    tokenizer = AutoTokenizer.from_pretrained(model_dir(workdir, args))
+    model = AutoModelForCausalLM.from_pretrained(model_dir(workdir, args))
     sft_args = SFTConfig(
         output_dir=str(workdir / "out-trl"), max_steps=args.steps, learning_rate=args.lr,
         per_device_train_batch_size=args.batch_size, max_length=args.max_length,
@@ -136,6 +190,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--hidden", type=int, default=256, help="Hidden size (default: 256).")
     parser.add_argument("--layers", type=int, default=4, help="Layers (default: 4).")
+    parser.add_argument("--model", default=None,
+                        help="Train this model instead: a directory with config.json, weights "
+                             "and a tokenizer with a chat template (e.g. "
+                             "$LORAFORGE_HOME/bases/smollm2) or a registered base's name; "
+                             "--hidden and --layers are then ignored (default: a random Llama).")
     parser.add_argument("--steps", type=int, default=20, help="Optimizer steps (default: 20).")
     parser.add_argument("--batch-size", type=int, default=8, help="Batch size (default: 8).")
     parser.add_argument("--max-length", type=int, default=512, help="Max tokens (default: 512).")
@@ -155,8 +214,7 @@ def main() -> None:
     import tempfile
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="lf-bench-"))
-    build_inputs(workdir, args.hidden, args.layers, args.examples, args.seed)
-    passthrough = sys.argv[1:]
+    passthrough = sys.argv[1:] + prepare(workdir, args)
     results = {}
     for variant in VARIANTS:
         print(f"running {variant}…", file=sys.stderr, flush=True)
@@ -166,13 +224,27 @@ def main() -> None:
     report(results, args)
 
 
+def prepare(workdir: Path, args: argparse.Namespace) -> list[str]:
+    """The chats, and the model unless ``--model`` names one; returns what the children need."""
+    args.model_setup = {}
+    if args.model:  # checked before anything is written
+        args.model = str(resolve_model(args.model))
+        args.model_setup = check_chat_template(Path(args.model))
+    chats = build_data(workdir, args.examples, args.seed)
+    if not args.model:
+        build_model(workdir, chats, args.hidden, args.layers, args.seed)
+        return []
+    return ["--model", args.model]  # resolved, so children skip the lookup; the last one counts
+
+
 def report(results: dict, args: argparse.Namespace) -> None:
     for r in results.values():
         r["tokens_per_second"] = round(r["tokens"] / r["seconds"], 1) if r["seconds"] else 0.0
     ours, trl, full = results["ours"], results["trl-default"], results["ours-full"]
+    setup = {k: getattr(args, k) for k in ("hidden", "layers", "steps", "batch_size",
+                                            "max_length", "rank", "examples")}
     summary = {
-        "setup": {k: getattr(args, k) for k in ("hidden", "layers", "steps", "batch_size",
-                                                 "max_length", "rank", "examples")},
+        "setup": setup | args.model_setup,
         "results": results,
         "speedup_tokens_per_second": round(ours["tokens_per_second"] / trl["tokens_per_second"],
                                            2),
@@ -182,6 +254,9 @@ def report(results: dict, args: argparse.Namespace) -> None:
                                            3),
     }
     kind = "CUDA max allocated" if ours["device"].startswith("cuda") else "process peak RSS"
+    if args.model:
+        print(f"\nmodel: {Path(args.model).name} ({summary['setup']['layers']} layers, hidden "
+              f"{summary['setup']['hidden']}), {args.model}")
     print(f"\n| variant | tokens/s | peak memory (MiB, {kind}) | tokens | seconds |")
     print("|---|---|---|---|---|")
     for name, r in results.items():
