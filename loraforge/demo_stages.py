@@ -424,7 +424,7 @@ def quality_chart(batch_id: str, path: Path) -> None:
     rows = batch(batch_id)
     fig, axes = plt.subplots(1, 2, figsize=(max(7, 2.2 * len(rows)), 4))
     for ax, key, title in zip(axes, ("rouge_l", "answer_similarity"),
-                              ("ROUGE-L", "answer similarity (MiniLM cosine)"), strict=True):
+                              ("ROUGE-L", "answer similarity (MiniLM)"), strict=True):
         values = [r.metrics[key] for r in rows]
         bars = ax.bar(range(len(rows)), values,
                       color=["#999999" if r.adapter_label is None else "#3a7bd5" for r in rows])
