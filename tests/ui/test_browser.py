@@ -80,6 +80,13 @@ def test_pick_chat_stream_switch_language_and_compare(served, browser):
     page.set_default_timeout(60_000)
     page.goto(url)
     page.wait_for_selector("#adapter-picker input")
+    # The page opens on the newest adapter; wait until the load event has set it, so that it
+    # cannot overwrite the pick below.
+    from playwright.sync_api import expect
+
+    newest = engine.default_choice()
+    assert newest == engine.list_choices()[-1] != BASE_ONLY
+    expect(page.locator("#adapter-picker input")).to_have_value(f"tiny-chat › {newest}")
 
     _pick(page, "adapter-picker", "tiny-chat › alpha:v1")
     page.get_by_text("Generation settings").click()
