@@ -25,6 +25,9 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
+
+from benchmarks.model_arg import resolve_model  # noqa: E402
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 VARIANTS = ("ours", "trl-default", "ours-full")
@@ -67,34 +70,6 @@ def build_model(workdir: Path, chats: list[dict], hidden: int, layers: int, seed
 def model_dir(workdir: Path, args: argparse.Namespace) -> Path:
     """What both variants train: ``--model``'s directory, else the Llama built in ``workdir``."""
     return Path(args.model) if args.model else workdir / "model"
-
-
-def resolve_model(model: str) -> Path:
-    """``--model``'s directory: the path itself, else the local copy of a registered base."""
-    path = Path(model).expanduser()
-    if not path.exists():
-        path = _registered_path(model) or path
-    if not (path / "config.json").is_file():
-        raise SystemExit(f"error: --model {model!r} is neither a model directory with config.json "
-                         "nor a registered base with a local copy (see `loraforge base list`)")
-    return path.resolve()
-
-
-def _registered_path(name: str) -> Path | None:
-    """The local copy of the base registered as ``name``; None if there is none, or no store."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from registry.bases import find_base
-    from registry.settings import get_settings
-
-    settings = get_settings()
-    if settings.database_url is None and not (settings.home / "loraforge.db").is_file():
-        return None  # no store yet, and looking would create an empty one
-    try:
-        record = find_base(name)
-    except SQLAlchemyError:  # a store without its tables yet: nothing is registered
-        return None
-    return Path(record.path) if record and record.path else None
 
 
 def check_chat_template(path: Path) -> dict:
