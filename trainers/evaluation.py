@@ -150,10 +150,11 @@ def _read_split(path: Path) -> list[list[dict]]:
 
     try:
         chats = load_chats(path)
-    except ValueError as exc:  # json.JSONDecodeError included
-        raise TrainerError(f"{path} is not valid JSONL ({exc}); rebuild the snapshot") from exc
-    usable = [c for c in chats if c and c[-1].get("role") == "assistant" and len(c) > 1]
-    return usable
+    except (ValueError, KeyError, TypeError) as exc:  # json.JSONDecodeError is a ValueError
+        raise TrainerError(f"{path} is not a snapshot split (JSONL of {{\"messages\": [...]}}: "
+                           f"{exc!r}); rebuild the snapshot") from exc
+    return [c for c in chats if len(c) > 1 and isinstance(c[-1], dict)
+            and c[-1].get("role") == "assistant"]
 
 
 def run_evaluation(plan: EvalPlan, config: EvalConfig,
