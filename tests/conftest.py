@@ -14,7 +14,9 @@ from registry.settings import get_settings
 from tests.postgres_cluster import PostgresCluster, find_pg_bin, start_cluster
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-MEDQUAD_DIR = REPO_ROOT.parent / "shared" / "data" / "medquad"
+# The MedQuAD subset bundled with the demo site (CC BY 4.0, see its ATTRIBUTION.md): tests use
+# only what a clone of the repository holds.
+MEDQUAD_DIR = REPO_ROOT / "crawlers" / "demo_site" / "data" / "medquad"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

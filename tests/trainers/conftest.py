@@ -72,7 +72,7 @@ def insert_qa_pairs(pairs: list[MedQuADPair], topic: str = "health") -> None:
 def qa_store(home: Path) -> Iterator[list[MedQuADPair]]:
     """A fresh store holding 40 real MedQuAD QA pairs."""
     pairs = read_medquad(limit=40)
-    assert len(pairs) == 40, "MedQuAD data missing under /work/shared/data/medquad"
+    assert len(pairs) == 40, f"bundled MedQuAD data missing under {MEDQUAD_DIR}"
     insert_qa_pairs(pairs)
     yield pairs
 

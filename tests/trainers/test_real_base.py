@@ -19,10 +19,10 @@ import pytest
 import torch
 
 from registry.bases import find_base
-from tests.conftest import REPO_ROOT
+from tests.conftest import MEDQUAD_DIR
 from tests.trainers.conftest import _store_at
 
-DEMO_MEDQUAD = REPO_ROOT / "crawlers" / "demo_site" / "data" / "medquad" / "7_SeniorHealth_QA"
+DEMO_MEDQUAD = MEDQUAD_DIR / "7_SeniorHealth_QA"
 QUESTION = [{"role": "user", "content": "What are the symptoms of glaucoma?"}]
 
 pytestmark = pytest.mark.slow
