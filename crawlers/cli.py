@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
@@ -38,6 +39,18 @@ ResumeOption = Annotated[bool, typer.Option(
     "--resume", help="Go on with the last interrupted crawl of this spider.")]
 MaxPagesOption = Annotated[int | None, typer.Option(
     "--max-pages", min=1, help="Fetch at most this many pages (default: no limit).")]
+
+
+def _check_urls(option: str, urls: list[str] | str | None) -> None:
+    """Refuse a seed URL Scrapy cannot fetch before any crawl run is recorded."""
+    for url in [urls] if isinstance(urls, str) else urls or []:
+        parts = urlsplit(url.strip())
+        if parts.scheme not in ("http", "https"):
+            raise CrawlError(f"{option} {url!r} is not an http(s) URL; give a full address such "
+                             "as https://example.org/sitemap.xml")
+        if not parts.hostname:
+            raise CrawlError(f"{option} {url!r} has no host; give a full address such as "
+                             "https://example.org/")
 
 
 def _crawl(spider: str, args: dict[str, object], resume: bool, setting: list[str] | None) -> None:
@@ -74,6 +87,8 @@ def crawl_qa(
     """Crawl question/answer pages (FAQ JSON-LD, <dl> lists, h2/h3 questions) into the store."""
     if not (sitemap or start_url):
         raise CrawlError("give --sitemap URL or --start-url URL")
+    _check_urls("--sitemap", sitemap)
+    _check_urls("--start-url", start_url)
     _crawl("qa", {"sitemap_url": sitemap, "start_url": start_url, "topic": topic,
                   "max_pages": max_pages, "focus_area": focus_area}, resume, setting)
 
@@ -107,6 +122,8 @@ def crawl_articles(
     """Crawl article pages (news, blogs, encyclopedias, health portals) into the store."""
     if not (start_url or sitemap):
         raise CrawlError("give --start-url URL or --sitemap URL")
+    _check_urls("--start-url", start_url)
+    _check_urls("--sitemap", sitemap)
     joined = {k: ",".join(v) if v else None for k, v in {
         "start_urls": start_url, "sitemap_urls": sitemap, "allowed_domains": allowed_domain,
         "allow": allow, "deny": deny, "topic_map": topic_map}.items()}

@@ -240,8 +240,12 @@ def import_file(path: Path | str, fmt: str | None = None, *, topic: str = "healt
     fmt = fmt or guess_format(path)
     if fmt not in READERS:
         raise CrawlError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if path.is_dir() and fmt != "medquad":
+        raise CrawlError(f"{path} is a folder; give a {fmt} file (only medquad reads a folder)")
     items = READERS[fmt](path, topic)
     rows = sum(len(item.qa_pairs) for item in items)
+    if not rows:  # before the run is opened: an empty file records nothing
+        raise CrawlError(f"{path} holds no QA rows; nothing to import")
     crawl_settings = _settings(settings)
     # Not the settings module's ARTICLE_STORE_URL: it froze the store of the first import.
     store_url = (database_url or (settings or {}).get("ARTICLE_STORE_URL")

@@ -54,14 +54,40 @@ def main(
 
 
 def run() -> None:
-    """Entry point: Typer handles usage errors; ours become one red line and exit code 1."""
+    """Entry point: every error, ours or a usage error, is one red line and a non-zero exit.
+
+    Typer's usage errors would be a multi-line box; a script or a log wants one line that
+    names what is wrong and where the help is. Usage errors exit 2, as click's do.
+    """
     # bitsandbytes tries to fetch an optional CPU kernel from the Hub on import and warns when
     # it can't; its built-in fallback is what we use, so the warning is only noise.
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     try:
-        app()
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        typer.secho("error: interrupted", fg=typer.colors.RED, err=True)
+        sys.exit(130)
+    except typer.TyperException as exc:  # Typer's own click: usage and bad-parameter errors
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: its help, as Typer does
+            typer.echo(exc.ctx.get_help(), err=True)  # type: ignore[attr-defined]
+            sys.exit(2)
+        ctx = getattr(exc, "ctx", None)
+        where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        message = " ".join(exc.format_message().split())  # type: ignore[attr-defined]
+        typer.secho(f"error: {message}{where}", fg=typer.colors.RED, err=True)
+        sys.exit(getattr(exc, "exit_code", 2))
     except LoraForgeError as exc:
         if _debug:
             raise
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         sys.exit(1)
+    except OSError as exc:  # a full disk, a file where a folder should be, no permission
+        if _debug:
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        typer.secho(f"error: {exc.strerror or exc}{where}; check the path, its permissions "
+                    "and the free disk space (--debug shows where)", fg=typer.colors.RED,
+                    err=True)
+        sys.exit(1)
+    # Without standalone mode click returns the exit code of --help, typer.Exit and the like.
+    sys.exit(code if isinstance(code, int) else 0)

@@ -311,7 +311,7 @@ def write_comparison(config: DemoConfig, adapter_ids: dict[str, int], failed: di
     """``train compare``'s table and bar charts for the demo's adapters, their loss curves and,
     with ``evaluation``, the held-out scores of the base and each adapter."""
     from registry.adapters import get_adapter, get_run
-    from trainers.compare import Cell, bar_chart, markdown_report
+    from trainers.compare import CHECK_NOTE, COLUMNS, Cell, bar_chart, markdown_report
 
     cells, configs = [], {}
     for method in config.methods:
@@ -332,12 +332,15 @@ def write_comparison(config: DemoConfig, adapter_ids: dict[str, int], failed: di
     if evaluation is not None:
         charts["quality"] = out_dir / f"{REPORT_NAME}-quality.png"
         quality_chart(evaluation, charts["quality"])
-    notes = [*_report_notes(config, cells, configs),
+    notes = [*_report_notes(config, cells, configs), *([CHECK_NOTE] if evaluation is None else []),
              " ".join(f"![{k}]({p.name})" for k, p in charts.items())]
     notes = [line for note in notes for line in (note, "")][:-1]  # one paragraph each
     report = out_dir / f"{REPORT_NAME}.md"
     title = "Demo: " + ", ".join(config.methods) + f" on {config.base} compared"
-    text = markdown_report(cells, title, notes)
+    # With an evaluation the held-out table below is the one quality figure; the trainer's
+    # smaller check would be a second, different ROUGE-L beside it.
+    columns = [c for c in COLUMNS if evaluation is None or c[1] not in ("rouge_l", "exact_match")]
+    text = markdown_report(cells, title, notes, columns)
     if evaluation is not None:
         text += "\n" + evaluation_markdown(evaluation)
     report.write_text(text)
@@ -359,7 +362,7 @@ def _report_notes(config: DemoConfig, cells: list[Cell], configs: dict[str, dict
             "Peak memory is " + ("CUDA max allocated" if kinds == {"cuda_allocated"} else
                                  "the training process's peak resident set size (one process per "
                                  "adapter)")
-            + "; ROUGE-L and exact match are on the snapshot's test split."]
+            + "."]
 
 
 def comparison_table(cells: list[Cell]) -> Table:
@@ -369,8 +372,7 @@ def comparison_table(cells: list[Cell]) -> Table:
     # _fmt is compare's number formatting; reusing it keeps the two tables identical.
     from trainers.compare import COLUMNS, _fmt
 
-    shown = ("trainable params", "peak memory (MiB)", "time (s)", "final loss", "eval loss",
-             "ROUGE-L")
+    shown = ("trainable params", "peak memory (MiB)", "time (s)", "final loss", "eval loss")
     columns = [c for c in COLUMNS if c[0] in shown]
     table = Table("method", "adapter", *(c[0] for c in columns), title="Demo adapters compared")
     for cell in cells:

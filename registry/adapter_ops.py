@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from registry.adapter_files import check_adapter_dir, read_adapter_config
 from registry.adapters import get_adapter
 from registry.db import session_scope
 from registry.errors import RegistryError
@@ -58,13 +59,10 @@ class AdapterDetail:
     publications: list[PublicationRecord] = field(default_factory=list)
 
 
-def _lora_config(path: Path) -> dict[str, Any]:
-    import json
-
-    config_file = path / "adapter_config.json"
-    if not config_file.is_file():
-        return {}
-    config = json.loads(config_file.read_text())
+def _lora_config(path: Path, label: str) -> dict[str, Any]:
+    if not path.is_dir():
+        return {}  # show still lists the record; the files column says the folder is empty
+    config = read_adapter_config(path, f"adapter {label}")
     keys = ("peft_type", "task_type", "r", "lora_alpha", "lora_dropout", "target_modules",
             "base_model_name_or_path")
     return {k: config[k] for k in keys if k in config}
@@ -85,7 +83,7 @@ def show_adapter(label_or_id: str | int) -> AdapterDetail:
             source_repo=row.source_repo, source_revision=row.source_revision,
             created_at=row.created_at,
             files=sorted(p.name for p in path.iterdir()) if path.is_dir() else [],
-            lora_config=_lora_config(path),
+            lora_config=_lora_config(path, row.label),
             publications=[
                 PublicationRecord(p.repo_id, p.revision, p.commit_sha, p.url, p.private,
                                   p.created_at)
@@ -176,9 +174,11 @@ def merge_adapter(label_or_id: str | int, out: Path, *, device: str = "cpu") -> 
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise RegistryError(f"{out} is not empty; choose a new --out directory")
+    check_adapter_dir(Path(record.path), f"adapter {record.label}")
     try:
-        base = AutoModelForCausalLM.from_pretrained(record.base_path, dtype=torch.float32)
-    except OSError as exc:
+        base = AutoModelForCausalLM.from_pretrained(record.base_path, dtype=torch.float32,
+                                                    use_safetensors=True)
+    except (OSError, ValueError) as exc:
         raise RegistryError(f"cannot load base {record.base_name!r} from {record.base_path}: "
                             f"{exc}") from exc
     model = PeftModel.from_pretrained(base.to(device), record.path)

@@ -100,12 +100,24 @@ def _source_for(session: Session, url: str) -> Source:
     return source
 
 
+def _start_url(args: dict[str, Any]) -> str | None:
+    """The first seed URL of a crawl's arguments (the articles spider takes comma-joined lists)."""
+    for key in ("sitemap_url", "start_url", "sitemap_urls", "start_urls"):
+        value = args.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.split(",")[0].strip()
+    return None
+
+
 def open_crawl_run(spider: str, args: dict[str, Any], *, url: str | None = None) -> int:
     """Create a running crawl-run row and return its id; advise if the store is missing."""
     ensure_schema(url)
     with session_scope(url) as session:
-        start = args.get("sitemap_url") or args.get("start_url")
-        source = _source_for(session, start) if start else None
+        # Link a source the store already has; a new one is added with the run's first
+        # stored page, so a crawl that fetches nothing leaves only its own failed run behind.
+        start = _start_url(args)
+        source = session.scalar(select(Source).where(
+            Source.name == urlsplit(start).netloc.lower())) if start else None
         run = CrawlRun(spider=spider, args=dict(args), status=CrawlStatus.running,
                        source_id=source.id if source else None)
         session.add(run)
@@ -193,6 +205,9 @@ def store_articles(run_id: int, records: Iterable[ArticleRecord], *,
         taken: set[str] = set()
         for record in records:
             _store_one(session, record, run_id, taken, counts)
+        start = _start_url(run.args)
+        if run.source_id is None and start and counts.stored + counts.updated + counts.unchanged:
+            run.source_id = _source_for(session, start).id
         run.items_stored += counts.stored
         run.items_updated += counts.updated
         run.items_unchanged += counts.unchanged

@@ -124,8 +124,12 @@ def adapters_show(
         table.add_row(key, _fmt(value))
     for key, value in sorted(detail.lora_config.items()):
         table.add_row(f"lora.{key}", _fmt(value))
+    checked = detail.metrics.get("generated_examples")
     for key, value in sorted(detail.metrics.items()):
-        table.add_row(f"metric.{key}", _fmt(value))
+        # The trainer's quick check, apart from the held-out eval rows below.
+        shown = f" (training check, {checked} questions)" if (
+            key in ("rouge_l", "exact_match") and checked) else ""
+        table.add_row(f"metric.{key}{shown}", _fmt(value))
     for key, value in _eval_rows(detail.id).items():
         table.add_row(key, value)
     for pub in detail.publications:

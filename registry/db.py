@@ -61,9 +61,15 @@ def alembic_config(url: str | None = None):
 
 
 def upgrade(url: str | None = None, revision: str = "head") -> None:
+    from alembic.util.exc import CommandError
+
     from alembic import command
 
-    command.upgrade(alembic_config(url), revision)
+    try:
+        command.upgrade(alembic_config(url), revision)
+    except CommandError as exc:  # an unknown revision, or one behind the store's
+        raise StoreError(f"cannot upgrade to {revision!r}: {exc}; see `loraforge db current` "
+                         "(revisions are under alembic/versions)") from exc
 
 
 def downgrade(url: str | None = None, revision: str = "base") -> None:

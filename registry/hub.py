@@ -6,7 +6,6 @@ it to the client and nowhere else: it is not stored, logged or put in an error m
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -16,6 +15,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from registry.adapter_files import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    PICKLE_SUFFIXES,
+    AdapterFileError,
+    check_adapter_dir,
+)
 from registry.adapter_ops import show_adapter
 from registry.adapters import get_adapter, next_version
 from registry.bases import BaseRecord, list_bases
@@ -26,9 +32,6 @@ from registry.model_card import CardOptions, build_model_card
 from registry.models import Adapter, HubPublication
 from registry.settings import get_settings
 
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
 
 
@@ -124,9 +127,6 @@ def _token() -> str | None:
 
 
 def _stage_upload(adapter_dir: Path, card_text: str, staging: Path) -> None:
-    if not all((adapter_dir / f).is_file() for f in (ADAPTER_CONFIG, ADAPTER_WEIGHTS)):
-        raise HubError(f"{adapter_dir} lacks {ADAPTER_CONFIG} or {ADAPTER_WEIGHTS}; only PEFT "
-                       "adapters saved with safetensors can be pushed")
     for item in adapter_dir.iterdir():
         if item.is_file() and not item.name.startswith(".") and item.name != "README.md" \
                 and not item.name.endswith(PICKLE_SUFFIXES):
@@ -152,6 +152,11 @@ def push_adapter(
     detail = show_adapter(label_or_id)
     card_text = str(build_model_card(detail, adapter_lineage(detail.id), repo_id,
                                       card or CardOptions()))
+    try:  # before the token: a broken adapter is worth knowing about without logging in
+        check_adapter_dir(Path(detail.path), f"adapter {detail.label}")
+    except AdapterFileError as exc:
+        raise HubError(f"{exc}; only intact PEFT adapters saved with safetensors are "
+                       "pushed") from exc
     token = _token()
     if token is None:
         raise HubError("no Hugging Face token found; set HF_TOKEN or run `hf auth login`")
@@ -188,23 +193,10 @@ def _refuse_unsafe(repo_id: str, files: set[str]) -> None:
 
 
 def _validate_download(repo_id: str, folder: Path) -> dict:
-    from safetensors import SafetensorError, safe_open
-
     try:
-        config = json.loads((folder / ADAPTER_CONFIG).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise HubError(f"{repo_id}'s {ADAPTER_CONFIG} is not valid JSON: {exc}") from exc
-    if not isinstance(config, dict) or "peft_type" not in config:
-        raise HubError(f"{repo_id}'s {ADAPTER_CONFIG} has no peft_type; not a PEFT adapter")
-    try:
-        with safe_open(str(folder / ADAPTER_WEIGHTS), framework="pt") as weights:
-            keys = list(weights.keys())
-    except (SafetensorError, OSError) as exc:
-        raise HubError(f"{repo_id}'s {ADAPTER_WEIGHTS} is not a readable safetensors file: "
-                       f"{exc}") from exc
-    if not keys:
-        raise HubError(f"{repo_id}'s {ADAPTER_WEIGHTS} holds no tensors")
-    return config
+        return check_adapter_dir(folder, repo_id)
+    except AdapterFileError as exc:
+        raise HubError(str(exc)) from exc
 
 
 def _card_base_model(folder: Path) -> str | None:

@@ -104,7 +104,7 @@ def _narrow(spec: SnapshotSpec, found: list[Example],
     if spec.limit is not None and spec.limit < len(chosen):
         picked = set(random.Random(spec.seed).sample(range(len(chosen)), spec.limit))
         chosen = [e for i, e in enumerate(chosen) if i in picked]
-    if spec.clusters is not None and chosen:
+    if spec.clusters and chosen:
         encoder = diversity.load_encoder(spec.encoder)
         vectors = diversity.embed([f"{e.prompt}\n{e.answer}".strip() for e in chosen], encoder,
                                   progress=progress)

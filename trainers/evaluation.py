@@ -19,13 +19,13 @@ from typing import Any, Literal
 import torch
 
 from registry import bases, evaluations, snapshots
+from registry.adapter_files import check_adapter_dir
 from registry.adapters import AdapterRecord, get_adapter
 from registry.db import ensure_schema
 from registry.settings import resolve_device
 from trainers.errors import TrainerError
 from trainers.metrics import normalize_answer
 
-SAFETENSORS_WEIGHTS = "adapter_model.safetensors"
 # (model label, answers done, answers in all) after each batch.
 ProgressFn = Callable[[str, int, int], None]
 
@@ -127,9 +127,7 @@ def plan_evaluation(adapter_keys: list[str], dataset: str | None, base: str | No
                            "LM; `loraforge eval` answers with causal LMs only for now (the "
                            "trainer's own test-split scores are in `loraforge adapters show`)")
     for adapter in adapters:
-        if not (Path(adapter.path) / SAFETENSORS_WEIGHTS).is_file():
-            raise TrainerError(f"adapter {adapter.label} has no {SAFETENSORS_WEIGHTS} in "
-                               f"{adapter.path}; LoRAForge loads safetensors only")
+        check_adapter_dir(Path(adapter.path), f"adapter {adapter.label}")
     snapshot_name = dataset or next((a.snapshot_name for a in adapters if a.snapshot_name), None)
     if snapshot_name is None:
         raise TrainerError("no dataset snapshot recorded for these adapters; pass --dataset NAME "

@@ -16,6 +16,8 @@ import os
 import shutil
 import socket
 import tempfile
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +39,52 @@ def make_config(config_class: type, overrides: dict[str, Any] | None) -> Any:
         raise TrainerError(f"unknown option(s) {', '.join(unknown)} for {config_class.__name__}; "
                            f"valid: {', '.join(sorted(known))}")
     try:
+        hints = typing.get_type_hints(config_class)
+    except Exception:  # a plugin's annotations we cannot resolve: its own checks judge values
+        hints = {}
+    for key, value in list(overrides.items()):
+        if isinstance(value, str) and _fits(1.0, hints.get(key)) and not _fits(value,
+                                                                               hints.get(key)):
+            try:  # YAML 1.1 reads 2e-4 (no dot) as text
+                overrides[key] = value = float(value)
+            except ValueError:
+                pass
+        if not _fits(value, hints.get(key, Any)):
+            raise TrainerError(f"{key} must be {_describe(hints[key])}, got {value!r}")
+    try:
         return config_class(**overrides)
     except (ValueError, TypeError) as exc:
         raise TrainerError(f"bad training config: {exc}") from exc
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a recipe or --set value has the field's type (YAML gives str, int, float, bool)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if origin is typing.Literal:
+        return value in args
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    return True  # lists, dicts and the rest: the config's own checks judge them
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(map(str, args))
+    return {bool: "true or false", int: "a whole number", float: "a number", str: "text",
+            type(None): "empty (null)"}.get(hint, getattr(hint, "__name__", str(hint)))
 
 
 _make_config = make_config  # the name older callers import
@@ -56,6 +101,8 @@ def load_recipe(path: Path) -> dict[str, Any]:
         recipe = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except OSError as exc:
         raise TrainerError(f"cannot read recipe {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise TrainerError(f"recipe {path} is not UTF-8 text; save it as UTF-8 YAML") from exc
     except yaml.YAMLError as exc:
         raise TrainerError(f"recipe {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
     if not isinstance(recipe, dict) or set(recipe) - RECIPE_KEYS \

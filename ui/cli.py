@@ -63,7 +63,7 @@ def ui_command(
     host: str = typer.Option(
         "127.0.0.1", help="Interface to bind; 0.0.0.0 exposes the app to your network."
     ),
-    port: int = typer.Option(7860, help="Port to listen on."),
+    port: int = typer.Option(7860, min=1, max=65535, help="Port to listen on."),
     auth: str | None = typer.Option(
         None, help="Require a login, given as USER:PASS (recommended off localhost)."
     ),

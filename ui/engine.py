@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from registry.adapter_files import AdapterFileError, check_adapter_dir
 from registry.adapters import AdapterRecord, list_adapters
 from registry.bases import list_bases
 from registry.db import ensure_schema
@@ -24,7 +25,6 @@ from registry.errors import LoraForgeError
 from registry.settings import get_settings, resolve_device
 
 BASE_ONLY = "base model only"
-SAFETENSORS_WEIGHTS = "adapter_model.safetensors"
 DEFAULT_MAX_ADAPTERS = 8
 
 
@@ -57,18 +57,10 @@ def _resolve_base(name: str | None) -> tuple[str, str, str]:
 
 
 def _check_safetensors(choice: AdapterRecord) -> None:
-    adapter_dir = Path(choice.path)
-    if not (adapter_dir / SAFETENSORS_WEIGHTS).is_file():
-        found = (
-            "a pickle adapter_model.bin"
-            if (adapter_dir / "adapter_model.bin").exists()
-            else ("no weights")
-        )
-        raise ChatError(
-            f"adapter {choice.label} at {adapter_dir} has {found} but no {SAFETENSORS_WEIGHTS}; "
-            "LoRAForge loads safetensors only: re-save it with "
-            "`save_pretrained(..., safe_serialization=True)`"
-        )
+    try:
+        check_adapter_dir(Path(choice.path), f"adapter {choice.label}")
+    except AdapterFileError as exc:
+        raise ChatError(str(exc)) from exc
 
 
 def _text_of(content: Any) -> str:

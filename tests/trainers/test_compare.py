@@ -33,7 +33,7 @@ def test_report_has_the_study_columns_and_failed_cells_say_why(tmp_path):
     report = markdown_report(cells, "Compared", ["note"])
     header = report.splitlines()[4]
     for column in ("trainable params", "peak memory (MiB)", "time (s)", "samples/s", "FLOPs",
-                   "final loss", "eval loss", "perplexity", "ROUGE-L", "exact match"):
+                   "final loss", "eval loss", "perplexity", "check ROUGE-L", "check exact match"):
         assert column in header
     assert "| lora | 4 | 1,000 | 1.000 | 700 | 12.5 |" in report
     assert "| full | - |" in report and "failed: 4-bit quantization cannot run" in report

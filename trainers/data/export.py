@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from registry.files import build_dir
 from trainers.data.formatting import EncodedExample, PackedRow
 from trainers.errors import TrainerError
 
@@ -63,17 +64,21 @@ def export_snapshot(snapshot_dir: Path, out: Path, card: dict[str, Any]) -> list
     if not snapshot_dir.is_dir():
         raise TrainerError(f"the snapshot's files are gone from {snapshot_dir}; rebuild it with "
                            "`loraforge data build`")
+    if out.exists() and not out.is_dir():
+        raise TrainerError(f"{out} is a file; export into a new or empty folder")
     if out.exists() and any(out.iterdir()):
         raise TrainerError(f"{out} is not empty; export into a new or empty folder")
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name in (*SPLIT_FILES, HISTOGRAM, CLUSTERS):
-        if (snapshot_dir / name).is_file():
-            written.append(Path(shutil.copy2(snapshot_dir / name, out / name)))
-    if (snapshot_dir / "tokenized").is_dir():
-        shutil.copytree(snapshot_dir / "tokenized", out / "tokenized")
-        written.append(out / "tokenized")
-    (out / CARD).write_text(json.dumps(card, indent=2, sort_keys=True, default=str) + "\n",
-                            encoding="utf-8")
-    written.append(out / CARD)
+    names = [*(n for n in (*SPLIT_FILES, HISTOGRAM, CLUSTERS) if (snapshot_dir / n).is_file()),
+             *(["tokenized"] if (snapshot_dir / "tokenized").is_dir() else []), CARD]
+    # Written beside ``out`` and renamed into place: a full disk leaves no half an export.
+    with build_dir(out) as tmp:
+        for name in names[:-1]:
+            source = snapshot_dir / name
+            if source.is_dir():
+                shutil.copytree(source, tmp / name)
+            else:
+                shutil.copy2(source, tmp / name)
+        (tmp / CARD).write_text(json.dumps(card, indent=2, sort_keys=True, default=str) + "\n",
+                                encoding="utf-8")
+    written = [out / name for name in names]
     return written

@@ -56,7 +56,8 @@ class SnapshotSpec:
         "Estimated Jaccard similarity of character 5-grams at which two questions or two "
         "answers count as near-duplicates and stay on one side of the split (1 = exact only)."))
     clusters: int | None = field(default=None, metadata=_help(
-        "Take a diverse subset: K-Means with this many clusters on sentence embeddings."))
+        "Take a diverse subset: K-Means with this many clusters on sentence embeddings "
+        "(0 or unset: no clustering; --limit then takes a random sample)."))
     per_cluster: int = field(default=10, metadata=_help(
         "Examples taken from each cluster (topped up from others when one is small)."))
     encoder: str | None = field(default=None, metadata=_help(
@@ -95,10 +96,10 @@ class SnapshotSpec:
             (not 0 <= self.validation_fraction < 1
              or self.test_fraction + self.validation_fraction >= 1,
              "validation and test fractions must sum to less than 1"),
-            (self.clusters is not None and self.clusters < 1,
-             f"clusters must be at least 1, got {self.clusters}"),
+            (self.clusters is not None and self.clusters < 0,
+             f"clusters must be 0 (no clustering) or more, got {self.clusters}"),
             (self.per_cluster < 1, f"per cluster must be at least 1, got {self.per_cluster}"),
-            (self.clusters is not None and self.limit is not None,
+            (bool(self.clusters) and self.limit is not None,
              "use --limit or --clusters, not both"),
             (self.max_length < 1, f"max length must be at least 1, got {self.max_length}"),
             (not 0 < self.near_duplicate_threshold <= 1,
