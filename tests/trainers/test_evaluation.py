@@ -118,7 +118,7 @@ def test_a_pickle_only_adapter_is_refused_before_loading(trained_store, capsys, 
     try:
         before = _evaluations()
         code, _, err = run_cli(capsys, "eval", "pickled:v1")
-        assert code == 1 and "safetensors only" in err
+        assert code == 1 and "only safetensors are accepted" in err
         assert _evaluations() == before
         assert batch("no-such-batch") == []
     finally:  # the store is shared by the session's trainer tests

@@ -30,7 +30,7 @@ def test_adapters_change_greedy_replies_without_reloading_the_base(engine: ChatE
 
 def test_pickle_only_adapter_is_refused_with_advice(engine: ChatEngine, chat_store):
     register_adapter("pickled", chat_store.adapter_pickle)
-    with pytest.raises(ChatError, match="adapter_model.safetensors"):
+    with pytest.raises(ChatError, match="only pickle weights .adapter_model.bin.*only safetensors"):
         engine.generate("pickled:v1", QUESTION, max_new_tokens=4)
     assert engine.base_loads == 0  # refused before anything was loaded
 
