@@ -7,6 +7,8 @@ page twice changes nothing: a re-crawl updates changed pages and leaves unchange
 from __future__ import annotations
 
 import hashlib
+import random
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -14,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from registry.db import ensure_schema, session_scope
@@ -194,24 +197,38 @@ def _store_one(session: Session, record: ArticleRecord, run_id: int, taken: set[
     session.flush()
 
 
+# Attempts at a batch whose insert lost a race: another job stored the same page or pair
+# between this one's check and its insert. The next attempt sees that row and counts it.
+STORE_ATTEMPTS = 4
+
+
 def store_articles(run_id: int, records: Iterable[ArticleRecord], *,
                    url: str | None = None) -> StoreCounts:
     """Upsert articles and their QA pairs in one transaction and add the counts to the run."""
-    counts = StoreCounts()
-    with session_scope(url) as session:
-        run = session.get(CrawlRun, run_id)
-        if run is None:
-            raise StoreError(f"crawl run #{run_id} does not exist")
-        taken: set[str] = set()
-        for record in records:
-            _store_one(session, record, run_id, taken, counts)
-        start = _start_url(run.args)
-        if run.source_id is None and start and counts.stored + counts.updated + counts.unchanged:
-            run.source_id = _source_for(session, start).id
-        run.items_stored += counts.stored
-        run.items_updated += counts.updated
-        run.items_unchanged += counts.unchanged
-    return counts
+    records = list(records)
+    for attempt in range(STORE_ATTEMPTS):
+        counts = StoreCounts()
+        try:
+            with session_scope(url) as session:
+                run = session.get(CrawlRun, run_id)
+                if run is None:
+                    raise StoreError(f"crawl run #{run_id} does not exist")
+                taken: set[str] = set()
+                for record in records:
+                    _store_one(session, record, run_id, taken, counts)
+                start = _start_url(run.args)
+                if run.source_id is None and start and (
+                        counts.stored + counts.updated + counts.unchanged):
+                    run.source_id = _source_for(session, start).id
+                run.items_stored += counts.stored
+                run.items_updated += counts.updated
+                run.items_unchanged += counts.unchanged
+            return counts
+        except IntegrityError:
+            if attempt == STORE_ATTEMPTS - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1) + random.random() * 0.05)
+    raise AssertionError("unreachable")
 
 
 def iter_article_texts(*, url: str | None = None,

@@ -17,11 +17,29 @@ from registry.settings import get_settings
 ALEMBIC_DIR = Path(__file__).resolve().parent.parent / "alembic"
 
 
-def _enable_sqlite_foreign_keys(dbapi_connection, _record) -> None:
-    # SQLite ignores FOREIGN KEY clauses unless each connection turns them on.
+# Seconds a SQLite writer waits for another process's write to finish before giving up.
+SQLITE_BUSY_SECONDS = 60
+
+
+def _configure_sqlite(dbapi_connection, _record) -> None:
+    # SQLite ignores FOREIGN KEY clauses unless each connection turns them on. WAL lets
+    # readers (the chat app, a snapshot build) go on while a crawl writes. The driver's own
+    # transaction handling is switched off so that _begin_immediate below decides it.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_SECONDS * 1000}")
+    if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() not in ("wal", "memory"):
+        cursor.execute("PRAGMA journal_mode=WAL")
     cursor.close()
+
+
+def _begin_immediate(connection) -> None:
+    # A deferred transaction that reads and then writes cannot wait for a lock another process
+    # holds: SQLite answers "database is locked" at once. Taking the write lock at BEGIN makes
+    # concurrent jobs queue (up to the busy timeout) instead of failing, and makes each
+    # transaction's check-then-insert atomic.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 @lru_cache(maxsize=8)
@@ -30,9 +48,12 @@ def get_engine(url: str | None = None) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database:
         Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, future=True)
     if parsed.get_backend_name() == "sqlite":
-        event.listen(engine, "connect", _enable_sqlite_foreign_keys)
+        engine = create_engine(url, future=True, connect_args={"timeout": SQLITE_BUSY_SECONDS})
+        event.listen(engine, "connect", _configure_sqlite)
+        event.listen(engine, "begin", _begin_immediate)
+    else:
+        engine = create_engine(url, future=True)
     return engine
 
 

@@ -1,0 +1,100 @@
+"""Several processes writing one store at once: imports, a snapshot build and readers.
+
+Each import is a separate ``loraforge``-style job in its own process, started together, with
+overlapping rows (the same pages in every file), on real SQLite and real PostgreSQL. Every job
+must end with its true status, every page must be stored exactly once, and no job may fail
+with "database is locked".
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from registry.db import session_scope
+from registry.models import Article, CrawlRun, QAPair
+
+JOBS = 4
+SHARED_ROWS = 30  # in every file: stored once, by whichever job gets there first
+OWN_ROWS = 30  # in one file only
+
+
+def _csv(path: Path, job: int) -> None:
+    lines = ["question,answer,source,focus_area"]
+    for i in range(SHARED_ROWS):
+        lines.append(f"What is shared condition {i}?,Shared condition {i} is a condition that "
+                     f"affects the body in way number {i} and needs care.,"
+                     f"https://shared.example/{i},shared {i}")
+    for i in range(OWN_ROWS):
+        lines.append(f"What is condition {job}-{i}?,Condition {job}-{i} is a condition that "
+                     f"affects the body in way {job}-{i} and needs care.,"
+                     f"https://job{job}.example/{i},condition {job}-{i}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _import(args: tuple[str, str, str]) -> str:
+    home, url, path = args
+    os.environ["LORAFORGE_HOME"] = home
+    os.environ["LORAFORGE_DATABASE_URL"] = url
+    from crawlers.importers import import_file
+    from tests.conftest import reset_caches
+
+    reset_caches()
+    try:
+        import_file(Path(path), "csv", database_url=url,
+                    settings={"ARTICLE_STORE_BATCH_SIZE": "1"})  # many short transactions
+        return "ok"
+    except Exception as exc:  # reported to the test, which names the failure
+        return f"{type(exc).__name__}: {exc}"
+
+
+def _build_snapshot(args: tuple[str, str, str]) -> str:
+    home, url, name = args
+    os.environ["LORAFORGE_HOME"] = home
+    os.environ["LORAFORGE_DATABASE_URL"] = url
+    from tests.conftest import reset_caches
+    from trainers.dataset import build_snapshot
+
+    reset_caches()
+    try:
+        build_snapshot(name=name, test_fraction=0.2, seed=0)
+        return "ok"
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def test_imports_and_a_snapshot_build_at_once_store_each_page_once(store_url: str,
+                                                                   tmp_path: Path):
+    home = os.environ["LORAFORGE_HOME"]
+    files = []
+    for job in range(JOBS):
+        _csv(tmp_path / f"job{job}.csv", job)
+        files.append(str(tmp_path / f"job{job}.csv"))
+    # A first import so the snapshot build has rows to read while the others write.
+    assert _import((home, store_url, files[0])) == "ok"
+
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter per job, as a CLI is
+    with context.Pool(JOBS + 1) as pool:
+        imports = pool.map_async(_import, [(home, store_url, f) for f in files[1:]] * 2)
+        snapshot = pool.apply_async(_build_snapshot, ((home, store_url, "during"),))
+        results = imports.get(timeout=300) + [snapshot.get(timeout=300)]
+    assert results == ["ok"] * len(results), results
+
+    with session_scope(store_url) as session:
+        pages = session.scalar(select(func.count()).select_from(Article))
+        distinct = session.scalar(select(func.count(func.distinct(Article.url))))
+        pairs = session.scalar(select(func.count()).select_from(QAPair))
+        statuses = list(session.scalars(select(CrawlRun.status)))
+    assert pages == distinct
+    assert pairs == SHARED_ROWS + JOBS * OWN_ROWS
+    assert len(statuses) == 1 + 2 * (JOBS - 1)
+    assert {s.value for s in statuses} == {"finished"}
+
+
+@pytest.fixture(autouse=True)
+def _no_fork_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
