@@ -11,6 +11,7 @@ import sys
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 import typer
+from sqlalchemy.exc import DBAPIError
 
 from crawlers.cli import crawl_app, demo_site_app
 from loraforge.demo import demo_command
@@ -80,6 +81,20 @@ def run() -> None:
         if _debug:
             raise
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(1)
+    except DBAPIError as exc:  # the store itself: a full disk, a lost server, a locked file
+        if _debug:
+            raise
+        from sqlalchemy.engine import make_url
+
+        from registry.settings import get_settings
+
+        store = make_url(get_settings().resolved_database_url).render_as_string(
+            hide_password=True)  # a PostgreSQL URL may carry one
+        cause = " ".join(str(exc.orig or exc).split())
+        typer.secho(f"error: the store at {store} failed "
+                    f"({cause}); check the free disk space and that the database is reachable "
+                    "(--debug shows where)", fg=typer.colors.RED, err=True)
         sys.exit(1)
     except OSError as exc:  # a full disk, a file where a folder should be, no permission
         if _debug:

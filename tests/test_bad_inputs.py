@@ -13,6 +13,7 @@ import os
 import resource
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -372,6 +373,9 @@ def test_the_table_covers_every_command_group_with_80_cases():
     assert len({c[0] for c in CASES}) == len(CASES) >= 80
 
 
+LIMIT = 128 * 1024  # bytes per file: above SQLite's 32 KiB shared-memory file, below the export
+
+
 def _cli_with_limits(home: Path, args: list[str], file_limit: int) -> subprocess.CompletedProcess:
     """The console script in a child whose files may not grow past ``file_limit`` bytes: the
     kernel refuses the write (EFBIG) as a full disk would (ENOSPC), with nothing to mount."""
@@ -390,13 +394,31 @@ def test_a_full_disk_while_exporting_is_one_line_and_leaves_no_partial_folder(
         bad_store: BadStore, tmp_path: Path):
     home = tmp_path / "home"
     shutil.copytree(bad_store.home, home)
+    with sqlite3.connect(home / "loraforge.db") as store:  # the copy's snapshot is its own
+        store.execute("UPDATE dataset_snapshots SET path = replace(path, ?, ?)",
+                      (str(bad_store.home), str(home)))
+    train = next(home.glob("datasets/*/train.jsonl"))
+    line = train.read_text(encoding="utf-8").splitlines()[0] + "\n"
+    with train.open("a", encoding="utf-8") as padded:  # past the limit; the store stays under
+        padded.write(line * (4 * LIMIT // len(line)))
     out = tmp_path / "export"
-    done = _cli_with_limits(home, ["data", "export", str(out), "--name", "snap"], 2048)
+    done = _cli_with_limits(home, ["data", "export", str(out), "--name", "snap"], LIMIT)
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode != 0, done.stdout
-    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
-    assert "Traceback" not in done.stderr
-    assert not out.exists() or not any(out.iterdir())
+    assert len(lines) == 1 and lines[0].startswith("error: File too large"), done.stderr
+    assert not out.exists()
+    assert not any(p.name.startswith(".export") for p in tmp_path.iterdir())
+
+
+def test_a_store_on_a_full_disk_is_one_line(bad_store: BadStore, tmp_path: Path):
+    home = tmp_path / "home"
+    shutil.copytree(bad_store.home, home)
+    for side_file in home.glob("loraforge.db-*"):  # SQLite must write these to open the store
+        side_file.unlink()
+    done = _cli_with_limits(home, ["adapters", "list"], 1024)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode != 0, done.stdout
+    assert len(lines) == 1 and lines[0].startswith("error: the store at"), done.stderr
 
 
 def test_a_home_that_is_a_file_is_one_line(bad_store: BadStore, tmp_path: Path):
