@@ -66,7 +66,15 @@ def crawl_command(spider: str, spider_args: dict[str, str], *, jobdir: Path | No
     return command
 
 
+# The last line of a Python traceback: "module.SomeError: message". It names the cause that
+# a log line such as "[asyncio] ERROR: Task exception was never retrieved" only wraps.
+_EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_][\w]*\.)*[A-Za-z_]\w*(?:Error|Exception)(?::|$)")
+
+
 def _last_error(lines: deque[str]) -> str:
+    causes = [line.strip() for line in lines if _EXCEPTION_LINE.match(line.strip())]
+    if causes:
+        return causes[-1][-300:]
     errors = [line.strip() for line in lines if _ERROR_LINE.search(line)]
     if errors:
         return errors[-1][-300:]

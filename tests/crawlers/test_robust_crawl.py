@@ -143,3 +143,23 @@ def test_language_filter_drops_pages_with_a_named_reason(home: Path) -> None:
     assert run.drop_reasons.get("language not wanted") == 2  # the two French pages
     with db.session_scope() as session:
         assert session.scalar(select(func.count()).select_from(Article)) == 1
+
+
+def test_a_crawl_that_dies_in_a_task_is_reported_by_its_cause_not_the_asyncio_wrapper():
+    from collections import deque
+
+    from crawlers.run import _last_error
+
+    log = deque([
+        "2026-12-03 10:00:00 [scrapy.core.engine] INFO: Spider opened\n",
+        "2026-12-03 10:00:00 [asyncio] ERROR: Task exception was never retrieved\n",
+        "Traceback (most recent call last):\n",
+        '  File "crawlers/pipelines.py", line 80, in open_spider\n',
+        "sqlalchemy.exc.OperationalError: (sqlite3.OperationalError) database is locked\n",
+        "2026-12-03 10:00:01 [scrapy.core.engine] INFO: Spider closed (shutdown)\n",
+    ])
+    assert _last_error(log) == ("sqlalchemy.exc.OperationalError: (sqlite3.OperationalError) "
+                                "database is locked")
+    log.pop(), log.pop()  # no traceback: the log's own ERROR line is the best there is
+    log.pop(), log.pop()
+    assert _last_error(log).endswith("[asyncio] ERROR: Task exception was never retrieved")
