@@ -36,34 +36,24 @@ def _csv(path: Path, job: int) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def _import(args: tuple[str, str, str]) -> str:
-    home, url, path = args
+def _job(args: tuple[str, str, str, str]) -> str:
+    """One job in a fresh process: ``import`` a CSV file or build a ``snapshot`` by name."""
+    home, url, kind, target = args
     os.environ["LORAFORGE_HOME"] = home
     os.environ["LORAFORGE_DATABASE_URL"] = url
     from crawlers.importers import import_file
-    from tests.conftest import reset_caches
-
-    reset_caches()
-    try:
-        import_file(Path(path), "csv", database_url=url,
-                    settings={"ARTICLE_STORE_BATCH_SIZE": "1"})  # many short transactions
-        return "ok"
-    except Exception as exc:  # reported to the test, which names the failure
-        return f"{type(exc).__name__}: {exc}"
-
-
-def _build_snapshot(args: tuple[str, str, str]) -> str:
-    home, url, name = args
-    os.environ["LORAFORGE_HOME"] = home
-    os.environ["LORAFORGE_DATABASE_URL"] = url
     from tests.conftest import reset_caches
     from trainers.dataset import build_snapshot
 
     reset_caches()
     try:
-        build_snapshot(name=name, test_fraction=0.2, seed=0)
+        if kind == "import":
+            import_file(Path(target), "csv", database_url=url,
+                        settings={"ARTICLE_STORE_BATCH_SIZE": "1"})  # many short transactions
+        else:
+            build_snapshot(name=target, test_fraction=0.2, seed=0)
         return "ok"
-    except Exception as exc:
+    except Exception as exc:  # reported to the test, which names the failure
         return f"{type(exc).__name__}: {exc}"
 
 
@@ -75,12 +65,12 @@ def test_imports_and_a_snapshot_build_at_once_store_each_page_once(store_url: st
         _csv(tmp_path / f"job{job}.csv", job)
         files.append(str(tmp_path / f"job{job}.csv"))
     # A first import so the snapshot build has rows to read while the others write.
-    assert _import((home, store_url, files[0])) == "ok"
+    assert _job((home, store_url, "import", files[0])) == "ok"
 
     context = multiprocessing.get_context("spawn")  # a fresh interpreter per job, as a CLI is
     with context.Pool(JOBS + 1) as pool:
-        imports = pool.map_async(_import, [(home, store_url, f) for f in files[1:]] * 2)
-        snapshot = pool.apply_async(_build_snapshot, ((home, store_url, "during"),))
+        imports = pool.map_async(_job, [(home, store_url, "import", f) for f in files[1:]] * 2)
+        snapshot = pool.apply_async(_job, ((home, store_url, "snapshot", "during"),))
         results = imports.get(timeout=300) + [snapshot.get(timeout=300)]
     assert results == ["ok"] * len(results), results
 

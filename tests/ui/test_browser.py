@@ -78,15 +78,24 @@ def test_pick_chat_stream_switch_language_and_compare(served, browser):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1280, "height": 1100}, locale="en-US")
     page.set_default_timeout(60_000)
+    # The page's load events (the picker's newest adapter, the Train form) answer over
+    # /run/predict. Until they have, one can still overwrite a pick made below, and the picker
+    # shows the same value before and after, so the answers themselves are what to wait for.
+    loads = []
+    page.on("response", lambda r: loads.append(r.url) if r.url.endswith("/run/predict")
+            and '"data":[]' in (r.request.post_data or "") else None)
     page.goto(url)
     page.wait_for_selector("#adapter-picker input")
-    # The page opens on the newest adapter; wait until the load event has set it, so that it
-    # cannot overwrite the pick below.
     from playwright.sync_api import expect
 
     newest = engine.default_choice()
     assert newest == engine.list_choices()[-1] != BASE_ONLY
     expect(page.locator("#adapter-picker input")).to_have_value(f"tiny-chat › {newest}")
+    for _ in range(1200):
+        if len(loads) >= 2:
+            break
+        page.wait_for_timeout(50)
+    assert len(loads) >= 2, f"the page's load events did not answer: {loads}"
 
     _pick(page, "adapter-picker", "tiny-chat › alpha:v1")
     page.get_by_text("Generation settings").click()
