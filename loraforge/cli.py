@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 
 # bitsandbytes tries to fetch an optional CPU kernel from the Hub when it is first imported
 # (by peft/transformers, below) and warns when it can't; its built-in fallback is what we use,
 # so the warning is only noise, and it would be a second line under every one-line error.
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+# The same fetch goes through the `kernels` package when it is installed; offline (our tests,
+# and users without Hub access) it warns that it skipped the publisher check of a kernel it
+# then does not load. Another line under every one-line error, so it is filtered too.
+# (Its versions say it through logging or through warnings.)
+logging.getLogger("kernels").setLevel(logging.ERROR)
+warnings.filterwarnings("ignore", message=r"Skipping publisher trust check")
 
 import typer
 from sqlalchemy.exc import DBAPIError
