@@ -313,6 +313,9 @@ class ArticleStorePipeline:
             error = stats.get_value("loraforge/first_error")
             if error:
                 return CrawlStatus.failed, f"no page could be fetched ({error})"
+            if stats.get_value("robotstxt/unreachable"):
+                return CrawlStatus.failed, ("the site's robots.txt could not be fetched, so "
+                                            "nothing was crawled (RFC 9309); try again later")
             if stats.get_value("robotstxt/forbidden"):
                 return CrawlStatus.failed, "robots.txt forbids every page that was found"
             return CrawlStatus.failed, "no page was found to crawl"

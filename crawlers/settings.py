@@ -12,6 +12,11 @@ NEWSPIDER_MODULE = "crawlers.spiders"
 LORAFORGE_CONTACT_URL = "https://github.com/loraforge/loraforge"
 USER_AGENT = f"LoRAForge/0.1 (+{LORAFORGE_CONTACT_URL})"
 ROBOTSTXT_OBEY = True
+# Scrapy's robots middleware allows everything when robots.txt cannot be fetched; ours refuses.
+DOWNLOADER_MIDDLEWARES = {
+    "scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware": None,
+    "crawlers.robots.FailClosedRobotsTxtMiddleware": 100,
+}
 
 # AutoThrottle adapts the delay to the site's latency: a loopback site is crawled in seconds,
 # a slow real site gets longer pauses. The small start delay only matters for the first pages.

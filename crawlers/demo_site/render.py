@@ -36,6 +36,7 @@ BOILERPLATE = (
 class Page:
     content_type: str
     body: bytes
+    status: int = 200  # tests serve failing pages too
 
 
 def select_documents(per_collection: int | None = None) -> list[Document]:

@@ -27,7 +27,7 @@ def _handler(site: dict[str, Page], request_log: list[str] | None) -> type[BaseH
                 page = Page("text/plain; charset=utf-8", b"not found\n")
                 self.send_response(404)
             else:
-                self.send_response(200)
+                self.send_response(page.status)
             self.send_header("Content-Type", page.content_type)
             self.send_header("Content-Length", str(len(page.body)))
             self.end_headers()

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from crawlers.demo_site import BOILERPLATE, LAYOUTS, PRIVATE_PATH, ground_truth, serve
+from crawlers.demo_site.render import Page
 from crawlers.errors import CrawlError
 from crawlers.run import run_crawl
 from crawlers.text import collapse_whitespace
@@ -100,6 +101,18 @@ def test_recrawl_stores_nothing_twice(crawled_site: CrawledSite) -> None:
     assert run.status == "finished"
     assert (run.items_stored, run.items_updated, run.items_unchanged) == (0, 0, 107)
     assert run.qa_pairs == 0
+
+
+def test_a_robots_txt_that_cannot_be_fetched_means_nothing_is_crawled(home: Path) -> None:
+    # Scrapy alone would read an unreachable robots.txt as "allow all" and fetch PRIVATE_PATH.
+    log: list[str] = []
+    busy = Page("text/plain", b"busy, come back later", status=503)
+    with serve(per_collection=2, request_log=log, extra_pages={"/robots.txt": busy}) as base_url:
+        with pytest.raises(CrawlError, match=r"robots\.txt could not be fetched"):
+            run_crawl("qa", {"sitemap_url": f"{base_url}/sitemap.xml"})
+    assert log and set(log) == {"/robots.txt"}
+    with db.session_scope() as session:
+        assert session.scalar(select(func.count()).select_from(Article)) == 0
 
 
 def test_link_crawl_obeys_robots_and_drops_tracking_url_duplicates(home: Path) -> None:
