@@ -16,12 +16,16 @@ logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 # (Its versions say it through logging or through warnings.)
 logging.getLogger("kernels").setLevel(logging.ERROR)
 warnings.filterwarnings("ignore", message=r"Skipping publisher trust check")
+# Deprecations that transformers raises at peft's calls are for those libraries' authors; a
+# user of the CLI can do nothing about them.
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
 
 import typer
 from sqlalchemy.exc import DBAPIError
 
 from crawlers.cli import crawl_app, demo_site_app
 from loraforge.demo import demo_command
+from publishing.cli import export_command
 from registry.cli import adapters_app, db_app, hub_app
 from registry.errors import LoraForgeError
 from trainers.cli import base_app, data_app, train_app, trainers_app
@@ -44,6 +48,7 @@ app.add_typer(base_app, name="base")
 app.add_typer(train_app, name="train")
 app.add_typer(trainers_app, name="trainers")
 app.add_typer(plugin_app, name="plugin")
+adapters_app.command("export")(export_command)
 app.add_typer(adapters_app, name="adapters")
 app.add_typer(hub_app, name="hub")
 app.command("eval")(eval_command)

@@ -20,7 +20,8 @@ db_app = typer.Typer(
     no_args_is_help=True,
 )
 adapters_app = typer.Typer(
-    help="List, inspect, tag, delete, trace and merge the adapters in the registry.",
+    help="List, inspect, tag, delete, trace, merge and export (GGUF) the adapters in the "
+    "registry.",
     no_args_is_help=True,
 )
 hub_app = typer.Typer(help="Push adapters to and pull them from the Hugging Face Hub.",
@@ -106,6 +107,7 @@ def adapters_show(
 ) -> None:
     """The full record of one adapter: files, LoRA config, metrics, tags, publications."""
     from registry.adapter_ops import show_adapter
+    from registry.exports import exports_for
 
     db.ensure_schema()
     detail = show_adapter(adapter)
@@ -114,7 +116,8 @@ def adapters_show(
 
         found = latest_for_adapter(detail.id)
         record = {**asdict(detail), "evaluation": asdict(found[0]) if found else None,
-                  "base_evaluation": asdict(found[1]) if found and found[1] else None}
+                  "base_evaluation": asdict(found[1]) if found and found[1] else None,
+                  "exports": [asdict(e) for e in exports_for(detail.id)]}
         typer.echo(json.dumps(record, indent=2, default=str))
         return
     table = Table("field", "value", show_header=False)
@@ -134,6 +137,11 @@ def adapters_show(
         table.add_row(key, value)
     for pub in detail.publications:
         table.add_row("published", f"{pub.repo_id}@{pub.revision} {pub.commit_sha} {pub.url}")
+    for export in exports_for(detail.id):
+        gone = "" if export.on_disk else " (file gone)"
+        table.add_row(f"export.{export.format}.{export.kind}",
+                      f"{export.path} {export.quantization} {export.size_bytes:,} bytes "
+                      f"sha256 {export.sha256}{gone}")
     console.print(table)
 
 

@@ -1,7 +1,8 @@
-"""Directories that appear whole or not at all."""
+"""Directories and files that appear whole or not at all."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -26,4 +27,22 @@ def build_dir(final_dir: Path) -> Iterator[Path]:
         tmp_dir.rename(final_dir)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+
+
+@contextmanager
+def build_file(final_path: Path) -> Iterator[Path]:
+    """Yield a hidden temp path beside ``final_path``; flush it to disk and rename it into place
+    on success, so a killed or failed write never leaves a partial file under the final name."""
+    final_path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{final_path.name}.partial-", dir=final_path.parent)
+    os.close(handle)
+    tmp_path = Path(name)
+    try:
+        yield tmp_path
+        with tmp_path.open("rb+") as written:
+            os.fsync(written.fileno())
+        os.replace(tmp_path, final_path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
         raise

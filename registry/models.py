@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     CheckConstraint,
     DateTime,
     Enum,
@@ -309,6 +310,9 @@ class Adapter(Base):
     publications: Mapped[list[HubPublication]] = relationship(
         back_populates="adapter", cascade="all, delete-orphan"
     )
+    exports: Mapped[list[AdapterExport]] = relationship(
+        back_populates="adapter", cascade="all, delete-orphan"
+    )
 
     @property
     def label(self) -> str:
@@ -331,6 +335,31 @@ class HubPublication(Base):
     created_at: Mapped[created_at]
 
     adapter: Mapped[Adapter] = relationship(back_populates="publications")
+
+
+class AdapterExport(Base):
+    """One file an adapter was exported to (a merged GGUF, or a LoRA GGUF for llama.cpp)."""
+
+    __tablename__ = "adapter_exports"
+    __table_args__ = (CheckConstraint("size_bytes >= 0", name="size_non_negative"),)
+
+    id: Mapped[intpk]
+    adapter_id: Mapped[int] = mapped_column(
+        ForeignKey("adapters.id", ondelete="CASCADE"), index=True
+    )
+    format: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(16))  # merged | lora
+    quantization: Mapped[str] = mapped_column(String(16))
+    path: Mapped[str] = mapped_column(String(2000))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    details: Mapped[json_dict]
+    created_at: Mapped[created_at]
+
+    adapter: Mapped[Adapter] = relationship(back_populates="exports")
+
+    def __repr__(self) -> str:
+        return f"AdapterExport(#{self.id} {self.format} {self.kind} {self.quantization})"
 
 
 class Evaluation(Base):
