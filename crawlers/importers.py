@@ -247,7 +247,6 @@ def import_file(path: Path | str, fmt: str | None = None, *, topic: str = "healt
     if not rows:  # before the run is opened: an empty file records nothing
         raise CrawlError(f"{path} holds no QA rows; nothing to import")
     crawl_settings = _settings(settings)
-    # Not the settings module's ARTICLE_STORE_URL: it froze the store of the first import.
     store_url = (database_url or (settings or {}).get("ARTICLE_STORE_URL")
                  or get_settings().resolved_database_url)
     batch_size = max(1, crawl_settings.getint("ARTICLE_STORE_BATCH_SIZE", 10)) * 10

@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from scrapy import signals
 from scrapy.crawler import Crawler
-from scrapy.exceptions import DropItem, NotConfigured
+from scrapy.exceptions import DropItem
 from scrapy.settings import BaseSettings
 from w3lib.url import canonicalize_url
 
@@ -34,6 +34,7 @@ from registry.article_store import (
     store_articles,
 )
 from registry.models import CrawlStatus
+from registry.settings import get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,12 @@ def count_drop(stats: Any, reason: str, amount: int = 1) -> None:
     """Tally a drop that is not an item drop (a page, a single pair) under its reason."""
     stats.inc_value(f"{DROP_STAT_PREFIX}{reason}", amount)
 
+
+
+def store_url(settings: BaseSettings) -> str:
+    """ARTICLE_STORE_URL if the crawl sets it, else the store LoRAForge is configured for
+    (LORAFORGE_DATABASE_URL or LORAFORGE_HOME), read now, when the crawl opens."""
+    return settings.get("ARTICLE_STORE_URL") or get_settings().resolved_database_url
 
 class CleanPipeline:
     """The study's cleaning, each step switched by a ``CLEAN_*`` setting; drop a page left empty.
@@ -167,7 +174,7 @@ class DeduplicatePipeline:
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> DeduplicatePipeline:
-        return cls.from_settings(crawler.settings, crawler.settings.get("ARTICLE_STORE_URL"))
+        return cls.from_settings(crawler.settings, store_url(crawler.settings))
 
     def open_spider(self) -> None:
         self.load_stored()
@@ -237,10 +244,8 @@ class ArticleStorePipeline:
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> ArticleStorePipeline:
-        url = crawler.settings.get("ARTICLE_STORE_URL")
-        if not url:
-            raise NotConfigured("ARTICLE_STORE_URL is empty")
-        pipeline = cls(crawler, url, crawler.settings.getint("ARTICLE_STORE_BATCH_SIZE", 10))
+        pipeline = cls(crawler, store_url(crawler.settings),
+                       crawler.settings.getint("ARTICLE_STORE_BATCH_SIZE", 10))
         crawler.signals.connect(pipeline.item_dropped, signal=signals.item_dropped)
         crawler.signals.connect(pipeline.item_error, signal=signals.item_error)
         # Only the spider_closed signal carries the close reason (finished, shutdown, ...), and

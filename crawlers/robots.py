@@ -44,4 +44,6 @@ class FailClosedRobotsTxtMiddleware(RobotsTxtMiddleware):
 
     def _robots_error(self, exc: Exception, netloc: str) -> None:
         self._stats.inc_value(f"robotstxt/exception_count/{type(exc)}")
+        if self._stats.get_value("loraforge/first_error") is None:  # a dead host says so
+            self._stats.set_value("loraforge/first_error", f"robots.txt of {netloc}: {exc}")
         self._refuse_host(netloc, f"could not be fetched ({type(exc).__name__}: {exc})")

@@ -27,7 +27,8 @@ from registry.models import CrawlStatus
 from registry.settings import get_settings
 
 logger = logging.getLogger(__name__)
-REPO_ROOT = Path(__file__).resolve().parent.parent
+# The folder holding our packages: the checkout, or site-packages for an installed wheel.
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 _PROGRESS = re.compile(
     PROGRESS_MARKER + r" run=(?P<run>\d+) pages=(?P<pages>\d+) stored=(?P<stored>\d+) "
     r"updated=(?P<updated>\d+) unchanged=(?P<unchanged>\d+) dropped=(?P<dropped>\d+) qa=(?P<qa>\d+)"
@@ -48,6 +49,13 @@ class CrawlProgress:
 
 def job_dir(spider: str) -> Path:
     return get_settings().crawl_jobs_dir / spider
+
+
+def crawl_env() -> dict[str, str]:
+    """The environment of a crawl child: our Scrapy settings and our packages, from anywhere."""
+    path = os.pathsep.join(p for p in (str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "SCRAPY_SETTINGS_MODULE": "crawlers.settings", "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": path}
 
 
 def crawl_command(spider: str, spider_args: dict[str, str], *, jobdir: Path | None = None,
@@ -146,11 +154,12 @@ def run_crawl(
     jobdir = job_dir(spider)
     _prepare_jobdir(jobdir, resume, database_url)
     jobdir.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "SCRAPY_SETTINGS_MODULE": "crawlers.settings", "PYTHONUNBUFFERED": "1"}
     command = crawl_command(spider, spider_args, jobdir=jobdir, database_url=database_url,
                             settings=settings)
     tail: deque[str] = deque(maxlen=200)
-    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+    # Run from the job's own folder, whatever the caller's working directory; our packages come
+    # first on the path, so a folder there named like one of them cannot shadow it.
+    process = subprocess.Popen(command, cwd=jobdir.parent, env=crawl_env(), stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, errors="replace")
     try:
         run_id = _stream(process, tail, on_progress)

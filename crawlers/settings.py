@@ -3,8 +3,6 @@
 Override any of them per crawl with ``-s NAME=VALUE`` (``loraforge crawl qa --setting``).
 """
 
-from registry.settings import get_settings
-
 BOT_NAME = "loraforge"
 SPIDER_MODULES = ["crawlers.spiders"]
 NEWSPIDER_MODULE = "crawlers.spiders"
@@ -56,7 +54,9 @@ VALIDATE_LANGUAGES: list[str] = []
 ARTICLES_MAX_LINK_DENSITY = 0.5
 # Near duplicates: Jaccard similarity of word 3-shingles, against this run and the store.
 DEDUPE_NEAR_THRESHOLD = 0.9
-ARTICLE_STORE_URL = get_settings().resolved_database_url
+# Empty: the store LoRAForge is configured for (LORAFORGE_DATABASE_URL, or the SQLite file in
+# LORAFORGE_HOME), read when a crawl opens, not when this module is imported.
+ARTICLE_STORE_URL = ""
 ARTICLE_STORE_BATCH_SIZE = 10
 
 TELNETCONSOLE_ENABLED = False  # no open port on shared machines

@@ -15,7 +15,6 @@ never leaves a partial file where the final one belongs.
 from __future__ import annotations
 
 import errno
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ from registry.adapter_files import check_adapter_dir
 from registry.adapters import AdapterRecord, get_adapter
 from registry.bases import BaseRecord, find_base
 from registry.exports import record_export
-from registry.files import build_file
+from registry.files import build_file, sha256_of
 from registry.settings import get_settings
 
 StatusFn = Callable[[str], None]
@@ -63,14 +62,6 @@ class ExportResult:
     base_file: Path | None = None  # the shared base GGUF a LoRA GGUF runs on
     lora_alpha: float | None = None
     round_trip: RoundTrip | None = None
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def default_out_dir(record: AdapterRecord) -> Path:

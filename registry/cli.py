@@ -267,6 +267,9 @@ def hub_push(
     dataset: Annotated[list[str] | None, typer.Option(
         "--dataset", help="Hub dataset id for the card (repeatable); default: snapshot name.")
     ] = None,
+    gguf: bool = typer.Option(
+        False, "--gguf", help="Also upload the adapter's GGUF exports (`adapters export`), with "
+        "llama.cpp and Ollama instructions in the card."),
 ) -> None:
     """Upload an adapter with a generated model card. The token comes from HF_TOKEN or
     `hf auth login` and is never stored or printed."""
@@ -277,7 +280,7 @@ def hub_push(
     card = CardOptions(license=license, language=tuple(language or ()),
                        datasets=tuple(dataset or ()))
     pub = push_adapter(adapter, repo, private=private, revision=revision, endpoint=endpoint,
-                       exist_ok=exist_ok, card=card)
+                       exist_ok=exist_ok, card=card, gguf=gguf)
     console.print(f"pushed {pub.adapter_label} → {pub.url} (commit {pub.commit_sha[:12]})")
 
 

@@ -14,7 +14,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from registry.errors import StoreError
 from registry.settings import get_settings
 
-ALEMBIC_DIR = Path(__file__).resolve().parent.parent / "alembic"
+# An installed wheel carries the migrations as registry/alembic (see setup.py); a checkout has
+# them in the repo's top-level alembic/, where alembic.ini finds them too.
+_PACKAGED_ALEMBIC = Path(__file__).resolve().parent / "alembic"
+ALEMBIC_DIR = _PACKAGED_ALEMBIC if _PACKAGED_ALEMBIC.is_dir() \
+    else Path(__file__).resolve().parent.parent / "alembic"
 
 
 # Seconds a SQLite writer waits for another process's write to finish before giving up.

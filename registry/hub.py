@@ -27,6 +27,8 @@ from registry.adapters import get_adapter, next_version
 from registry.bases import BaseRecord, list_bases
 from registry.db import session_scope
 from registry.errors import LoraForgeError
+from registry.exports import ExportRecord, exports_for
+from registry.files import sha256_of
 from registry.lineage import adapter_lineage
 from registry.model_card import CardOptions, build_model_card
 from registry.models import Adapter, HubPublication
@@ -126,12 +128,33 @@ def _token() -> str | None:
     return get_token()
 
 
-def _stage_upload(adapter_dir: Path, card_text: str, staging: Path) -> None:
-    for item in adapter_dir.iterdir():
+def _stage_upload(adapter_dir: Path, card_text: str, staging: Path,
+                  extra_files: list[Path] = ()) -> None:
+    for item in [*adapter_dir.iterdir(), *extra_files]:
         if item.is_file() and not item.name.startswith(".") and item.name != "README.md" \
                 and not item.name.endswith(PICKLE_SUFFIXES):
-            shutil.copy2(item, staging / item.name)
+            try:  # GGUF files are big; a link costs nothing where the filesystem allows it
+                os.link(item, staging / item.name)
+            except OSError:
+                shutil.copy2(item, staging / item.name)
     (staging / "README.md").write_text(card_text)
+
+
+def gguf_files_to_push(adapter_id: int, label: str) -> list[ExportRecord]:
+    """The adapter's GGUF exports still on disk and unchanged since they were recorded (the
+    newest per file name), or a one-line refusal that says how to make them."""
+    newest: dict[str, ExportRecord] = {}
+    for export in exports_for(adapter_id):
+        if export.format == "gguf" and export.on_disk:
+            newest[Path(export.path).name] = export
+    if not newest:
+        raise HubError(f"{label} has no GGUF export on disk; run `loraforge adapters export "
+                       f"{label}` first, or push without --gguf")
+    for export in newest.values():
+        if sha256_of(Path(export.path)) != export.sha256:
+            raise HubError(f"{export.path} changed since it was exported (SHA-256 differs); "
+                           f"run `loraforge adapters export {label}` again")
+    return list(newest.values())
 
 
 def push_adapter(
@@ -143,15 +166,20 @@ def push_adapter(
     endpoint: str | None = None,
     exist_ok: bool = False,
     card: CardOptions | None = None,
+    gguf: bool = False,
 ) -> Publication:
-    """Create the repo, upload the adapter with a generated model card, record the publication."""
+    """Create the repo, upload the adapter with a generated model card, record the publication.
+
+    With ``gguf``, the adapter's GGUF exports go beside it and the card says how to run them.
+    """
     from huggingface_hub import HfApi
 
     check_repo_id(repo_id)
     endpoint = resolve_endpoint(endpoint)
     detail = show_adapter(label_or_id)
+    ggufs = gguf_files_to_push(detail.id, detail.label) if gguf else []
     card_text = str(build_model_card(detail, adapter_lineage(detail.id), repo_id,
-                                      card or CardOptions()))
+                                      card or CardOptions(), gguf=ggufs))
     try:  # before the token: a broken adapter is worth knowing about without logging in
         check_adapter_dir(Path(detail.path), f"adapter {detail.label}")
     except AdapterFileError as exc:
@@ -163,7 +191,7 @@ def push_adapter(
     api = HfApi(endpoint=endpoint, token=token)
     branch = revision or "main"
     with tempfile.TemporaryDirectory(prefix="loraforge-push-") as tmp:
-        _stage_upload(Path(detail.path), card_text, Path(tmp))
+        _stage_upload(Path(detail.path), card_text, Path(tmp), [Path(g.path) for g in ggufs])
         with hub_errors(endpoint, repo_id, "push to"):
             repo_url = api.create_repo(repo_id, private=private, exist_ok=exist_ok)
             if branch != "main":

@@ -4,12 +4,15 @@ what it was trained on, its metrics, how to load it with PEFT and where its data
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from huggingface_hub import ModelCard, ModelCardData
 
 from registry.adapter_ops import AdapterDetail
+from registry.exports import ExportRecord
 from registry.lineage import Lineage
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -133,15 +136,39 @@ def _base_note(detail: AdapterDetail) -> str | None:
             "on the original weights too, but its measured scores are for the dequantized base.")
 
 
+def _gguf_section(repo_id: str, files: Sequence[ExportRecord]) -> str:
+    """How to run the GGUF files pushed beside the adapter, with llama.cpp and Ollama."""
+    merged = [f for f in files if f.kind == "merged"]
+    lora = [f for f in files if f.kind == "lora"]
+    lines = ["Exported with `loraforge adapters export`: the adapter merged into its base, "
+             "tokenizer and chat template included, so one file runs with nothing else.", "",
+             "| file | kind | weights | size | SHA-256 |", "|---|---|---|---|---|"]
+    for f in files:
+        lines.append(f"| `{Path(f.path).name}` | {f.kind} | {f.quantization} | "
+                     f"{f.size_bytes / 1e6:,.1f} MB | `{f.sha256}` |")
+    for f in merged:
+        name = Path(f.path).name
+        lines += ["", f"**{f.quantization}**, with llama.cpp and with Ollama:", "", "```bash",
+                  f"llama-cli -hf {repo_id}:{f.quantization} -cnv",
+                  f"# or, downloaded: llama-cli -m {name} -cnv",
+                  f"ollama run hf.co/{repo_id}:{f.quantization}", "```"]
+    for f in lora:
+        lines += ["", f"`{Path(f.path).name}` is the adapter alone, for llama.cpp's `--lora` "
+                  "on a GGUF of the base (`loraforge adapters export --lora` writes one):", "",
+                  "```bash", f"llama-cli -m BASE.gguf --lora {Path(f.path).name} -cnv", "```"]
+    return "\n".join(lines)
+
+
 def build_model_card(
-    detail: AdapterDetail, lineage: Lineage, repo_id: str, options: CardOptions
+    detail: AdapterDetail, lineage: Lineage, repo_id: str, options: CardOptions,
+    gguf: Sequence[ExportRecord] = (),
 ) -> ModelCard:
     base = base_model_id(detail)
     languages = list(options.language) or lineage.languages or ["en"]
     datasets = list(options.datasets) or (
         [lineage.snapshot.name] if lineage.snapshot is not None else [])
     tags = list(dict.fromkeys(["peft", "lora", detail.method, "loraforge", *detail.tags,
-                               *lineage.topics]))
+                               *lineage.topics, *(["gguf"] if gguf else [])]))
     data = ModelCardData(
         base_model=base, library_name="peft", pipeline_tag=options.pipeline_tag, tags=tags,
         datasets=datasets or None, language=languages, license=options.license,
@@ -154,6 +181,8 @@ def build_model_card(
         f"## Evaluation against the base\n\n{_evaluation_section(detail)}",
         f"## Metrics\n\n{_metrics_table(detail.metrics)}",
         f"## How to load\n\n{_how_to_load(repo_id, base)}",
+        *([f"## Run it locally (GGUF: llama.cpp, Ollama, LM Studio)\n\n"
+           f"{_gguf_section(repo_id, gguf)}"] if gguf else []),
         f"## Lineage\n\n{_lineage_section(lineage)}",
     ])
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}\n")

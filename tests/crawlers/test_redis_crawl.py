@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import func, select
 
 from crawlers.demo_site import ground_truth, serve
-from crawlers.run import REPO_ROOT, crawl_command
+from crawlers.run import crawl_command, crawl_env
 from crawlers.text import collapse_whitespace
 from registry import db
 from registry.models import Article, QAPair
@@ -61,7 +61,7 @@ def test_two_crawlers_sharing_redis_fetch_and_store_each_page_once(home: Path,
 
     per_collection = 8
     log: list[str] = []
-    env = {**os.environ, "SCRAPY_SETTINGS_MODULE": "crawlers.settings", "PYTHONUNBUFFERED": "1"}
+    env = crawl_env()
     # Idle a little before closing, so that the second crawler takes requests the first one
     # queued rather than closing at once on an empty queue.
     settings = {"REDIS_URL": redis_url, "SCHEDULER_IDLE_BEFORE_CLOSE": "2",
@@ -69,7 +69,7 @@ def test_two_crawlers_sharing_redis_fetch_and_store_each_page_once(home: Path,
     with serve(per_collection=per_collection, request_log=log) as base_url:
         command = crawl_command("qa", {"sitemap_url": f"{base_url}/sitemap.xml"},
                                 settings=settings)
-        crawlers = [subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+        crawlers = [subprocess.Popen(command, cwd=home, env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True) for _ in range(2)]
         outputs = [c.communicate(timeout=180)[0] for c in crawlers]
         truth = {(t["url"], collapse_whitespace(t["question"]), collapse_whitespace(t["answer"]))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -11,7 +10,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from crawlers.demo_site import LAYOUTS, Page, ground_truth, serve
-from crawlers.run import REPO_ROOT, crawl_command, job_dir, run_crawl
+from crawlers.run import crawl_command, crawl_env, job_dir, run_crawl
 from crawlers.text import collapse_whitespace
 from registry import db
 from registry.article_store import get_crawl_run
@@ -32,10 +31,6 @@ def _stored_pairs() -> list[tuple[str, str, str]]:
     return [(u, collapse_whitespace(q), collapse_whitespace(a)) for u, q, a in rows]
 
 
-def _crawler_env() -> dict[str, str]:
-    return {**os.environ, "SCRAPY_SETTINGS_MODULE": "crawlers.settings", "PYTHONUNBUFFERED": "1"}
-
-
 def test_resumed_crawl_after_kill_9_stores_each_page_once(home: Path) -> None:
     per_collection = 12
     with serve(per_collection=per_collection) as base_url:
@@ -43,8 +38,8 @@ def test_resumed_crawl_after_kill_9_stores_each_page_once(home: Path) -> None:
         slow = {"AUTOTHROTTLE_ENABLED": "0", "DOWNLOAD_DELAY": "0.1", "CONCURRENT_REQUESTS": "1",
                 "ARTICLE_STORE_BATCH_SIZE": "3"}
         process = subprocess.Popen(
-            crawl_command("qa", args, jobdir=job_dir("qa"), settings=slow), cwd=REPO_ROOT,
-            env=_crawler_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            crawl_command("qa", args, jobdir=job_dir("qa"), settings=slow), cwd=home,
+            env=crawl_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         killed_run, stored_before_kill = None, 0
         assert process.stdout is not None
         for line in process.stdout:
@@ -100,7 +95,7 @@ def test_broken_pages_are_dropped_or_repaired_with_a_logged_reason(home: Path) -
         result = subprocess.run(
             crawl_command("qa", {"start_url": f"{base_url}/broken/"},
                           settings={"DOWNLOAD_MAXSIZE": "100000", "DOWNLOAD_WARNSIZE": "0"}),
-            cwd=REPO_ROOT, env=_crawler_env(), capture_output=True, text=True, timeout=120)
+            cwd=home, env=crawl_env(), capture_output=True, text=True, timeout=120)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-2000:]
     assert "Traceback" not in log

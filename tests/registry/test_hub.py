@@ -224,3 +224,32 @@ def test_cli_push_and_pull_through_hf_endpoint_never_print_the_token(
     for result in (push, pull, denied):
         assert HUB_TOKEN not in result.stdout + result.stderr
         assert "hf_not_a_valid_token" not in result.stdout + result.stderr
+
+
+def test_push_with_gguf_uploads_the_exports_beside_the_adapter_and_says_how_to_run_them(
+    lineage_store: LineageStore, local_hub: LocalHub
+) -> None:
+    from huggingface_hub import ModelCard
+
+    from publishing.export import export_gguf
+
+    with pytest.raises(HubError, match=r"alpha:v1 has no GGUF export on disk; run `loraforge "
+                                       r"adapters export alpha:v1` first"):
+        push_adapter("alpha", "alice/alpha-gguf", gguf=True)
+    result = export_gguf("alpha", quantization="q8_0", lora=True)
+    push_adapter("alpha", "alice/alpha-gguf", gguf=True)
+
+    files = repo_files(local_hub, "alice/alpha-gguf")
+    for exported in result.files:
+        assert hashlib.sha256(files[exported.path.name]).hexdigest() == exported.sha256
+    assert "adapter_model.safetensors" in files  # the adapter itself still goes first
+    card = ModelCard(files["README.md"].decode())
+    assert "gguf" in card.data.to_dict()["tags"]
+    commands = card.text.splitlines()
+    assert "llama-cli -hf alice/alpha-gguf:Q8_0 -cnv" in commands
+    assert "ollama run hf.co/alice/alpha-gguf:Q8_0" in commands
+    assert "llama-cli -m BASE.gguf --lora alpha-v1-lora.F16.gguf -cnv" in commands
+
+    result.files[0].path.write_bytes(b"changed")  # a file edited after its export is refused
+    with pytest.raises(HubError, match="changed since it was exported"):
+        push_adapter("alpha", "alice/alpha-gguf", gguf=True, exist_ok=True)

@@ -127,3 +127,26 @@ def test_chat_engine_serves_smollm2_with_a_sensible_greedy_answer(smol_store: Sm
     assert reply == generate_answer(model, tokenizer, QUESTION, max_new_tokens=40)
     # A real instruct model answers on topic; the 1.3M tiny base answers noise.
     assert "glaucoma" in reply.lower() or "eye" in reply.lower(), reply
+
+
+def test_smollm2_with_its_adapter_exports_to_a_gguf_that_reads_back_the_same(
+        smol_store: SmolStore):
+    from gguf import GGUFReader
+
+    from publishing.export import export_gguf
+    from registry.adapters import list_adapters
+
+    if "smol-lora:v1" not in {a.label for a in list_adapters()}:
+        pytest.skip("needs smol-lora:v1 from the LoRA run above")
+    result = export_gguf("smol-lora", verify=True)
+    [exported] = result.files
+    check = result.round_trip
+    # F16 rounds each of 134.5M weights to 11 bits; on logits spread over ~40 that is a few
+    # hundredths (measured 0.042 on demo-lora:v1), and greedy decoding does not notice
+    assert check.max_abs_logit_diff < 0.1, check
+    assert check.greedy_tokens_equal == check.greedy_tokens == 20, check
+    fields = GGUFReader(str(exported.path)).fields
+    assert fields["tokenizer.ggml.pre"].contents() == "smollm"  # from the packaged GGUF
+    assert fields["llama.context_length"].contents() == 8192
+    assert 'SYSTEM """You are a helpful AI assistant named SmolLM' in \
+        exported.modelfile.read_text()
