@@ -25,8 +25,8 @@ from sqlalchemy.exc import DBAPIError
 
 from crawlers.cli import crawl_app, demo_site_app
 from loraforge.demo import demo_command
-from publishing.cli import export_command
-from registry.cli import adapters_app, db_app, hub_app
+from publishing.cli import export_command, hub_app, merge_command
+from registry.cli import adapters_app, db_app
 from registry.errors import LoraForgeError
 from trainers.cli import base_app, data_app, train_app, trainers_app
 from trainers.eval_cli import eval_command
@@ -48,6 +48,7 @@ app.add_typer(base_app, name="base")
 app.add_typer(train_app, name="train")
 app.add_typer(trainers_app, name="trainers")
 app.add_typer(plugin_app, name="plugin")
+adapters_app.command("merge")(merge_command)
 adapters_app.command("export")(export_command)
 app.add_typer(adapters_app, name="adapters")
 app.add_typer(hub_app, name="hub")

@@ -54,7 +54,7 @@ class TrainedAdapter:
 
 def check_request(config: DemoConfig) -> None:
     """Everything a typo can break, checked before minutes of crawling and training."""
-    from registry.hub import check_repo_id
+    from publishing.hub import check_repo_id
     from trainers.discovery import backend_packages
     from trainers.run import parse_settings
 
@@ -483,8 +483,8 @@ def push_demo_adapters(config: DemoConfig,
 
     An adapter already published to that repo on this Hub is not pushed again.
     """
+    from publishing.hub import HubError, push_adapter, resolve_endpoint
     from registry.adapter_ops import show_adapter
-    from registry.hub import HubError, push_adapter, resolve_endpoint
 
     assert config.push is not None
     endpoint = resolve_endpoint()

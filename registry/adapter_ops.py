@@ -1,4 +1,5 @@
-"""Operations on registered adapters: show, compare, tag, delete and merge into a full model.
+"""Operations on registered adapters: show, compare, tag and delete (merging and exports are in
+``publishing``).
 
 Adapters are addressed as in ``registry.adapters.get_adapter``: an id, ``name:vN`` or a name
 (meaning its newest version).
@@ -14,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from registry.adapter_files import check_adapter_dir, read_adapter_config
+from registry.adapter_files import read_adapter_config
 from registry.adapters import get_adapter
 from registry.db import session_scope
 from registry.errors import RegistryError
@@ -162,34 +163,3 @@ def delete_adapter(label_or_id: str | int) -> tuple[str, bool]:
     if remove_files:
         shutil.rmtree(trash, ignore_errors=True)
     return label, remove_files
-
-
-def merge_adapter(label_or_id: str | int, out: Path, *, device: str = "cpu") -> Path:
-    """Fold the adapter into its base and save the full model (safetensors) and tokenizer."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    record = get_adapter(label_or_id)
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise RegistryError(f"{out} is not empty; choose a new --out directory")
-    check_adapter_dir(Path(record.path), f"adapter {record.label}")
-    try:
-        base = AutoModelForCausalLM.from_pretrained(record.base_path, dtype=torch.float32,
-                                                    use_safetensors=True)
-    except (OSError, ValueError) as exc:
-        raise RegistryError(f"cannot load base {record.base_name!r} from {record.base_path}: "
-                            f"{exc}") from exc
-    model = PeftModel.from_pretrained(base.to(device), record.path)
-    merged = model.merge_and_unload()
-    tmp = out.with_name(f".{out.name}.partial-{uuid.uuid4().hex[:8]}")
-    merged.save_pretrained(tmp, safe_serialization=True)
-    try:
-        AutoTokenizer.from_pretrained(record.base_path).save_pretrained(tmp)
-    except (OSError, ValueError):
-        pass  # some bases ship no tokenizer; the weights are what merge promises
-    if out.exists():
-        out.rmdir()
-    tmp.rename(out)
-    return out

@@ -1,10 +1,10 @@
-"""``loraforge db``, ``loraforge adapters`` and ``loraforge hub`` command groups."""
+"""``loraforge db`` and ``loraforge adapters`` (the store's side: list, show, tag, delete,
+lineage); merge, export and the Hub are ``publishing.cli``."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -24,8 +24,6 @@ adapters_app = typer.Typer(
     "registry.",
     no_args_is_help=True,
 )
-hub_app = typer.Typer(help="Push adapters to and pull them from the Hugging Face Hub.",
-                      no_args_is_help=True)
 
 
 @db_app.command("upgrade")
@@ -235,71 +233,3 @@ def adapters_lineage(
         console.print(f"        · {url}", soft_wrap=True)
     if len(lin.urls) > urls:
         console.print(f"        · … {len(lin.urls) - urls} more (--urls N)")
-
-
-@adapters_app.command("merge")
-def adapters_merge(
-    adapter: Annotated[str, typer.Argument(help=ADAPTER_HELP)],
-    out: Annotated[Path, typer.Option("--out", help="New directory for the merged model.")],
-) -> None:
-    """Fold the adapter into its base and write the full model as safetensors."""
-    from registry.adapter_ops import merge_adapter
-
-    db.ensure_schema()
-    with console.status(f"merging {adapter} into its base"):
-        path = merge_adapter(adapter, out)
-    console.print(f"merged model → {path}")
-
-
-@hub_app.command("push")
-def hub_push(
-    adapter: str = typer.Argument(..., help=ADAPTER_HELP),
-    repo: str = typer.Option(..., "--repo", help="Target repo, OWNER/NAME."),
-    private: bool = typer.Option(False, "--private", help="Create the repo as private."),
-    revision: str = typer.Option("main", "--revision", help="Branch to push to (created if new)."),
-    endpoint: str | None = typer.Option(
-        None, "--endpoint", help="Hub URL; default: HF_ENDPOINT or https://huggingface.co."),
-    exist_ok: bool = typer.Option(
-        False, "--exist-ok", help="Push a new commit to a repo that already exists."),
-    license: str = typer.Option("other", "--license", help="License id for the model card."),
-    language: Annotated[list[str] | None, typer.Option(
-        "--language", help="Language code (repeatable); default: the articles' languages.")] = None,
-    dataset: Annotated[list[str] | None, typer.Option(
-        "--dataset", help="Hub dataset id for the card (repeatable); default: snapshot name.")
-    ] = None,
-    gguf: bool = typer.Option(
-        False, "--gguf", help="Also upload the adapter's GGUF exports (`adapters export`), with "
-        "llama.cpp and Ollama instructions in the card."),
-) -> None:
-    """Upload an adapter with a generated model card. The token comes from HF_TOKEN or
-    `hf auth login` and is never stored or printed."""
-    from registry.hub import push_adapter
-    from registry.model_card import CardOptions
-
-    db.ensure_schema()
-    card = CardOptions(license=license, language=tuple(language or ()),
-                       datasets=tuple(dataset or ()))
-    pub = push_adapter(adapter, repo, private=private, revision=revision, endpoint=endpoint,
-                       exist_ok=exist_ok, card=card, gguf=gguf)
-    console.print(f"pushed {pub.adapter_label} → {pub.url} (commit {pub.commit_sha[:12]})")
-
-
-@hub_app.command("pull")
-def hub_pull(
-    repo: str = typer.Argument(..., help="Repo to fetch, OWNER/NAME."),
-    revision: str | None = typer.Option(None, "--revision", help="Branch, tag or commit; "
-                                        "default: main."),
-    endpoint: str | None = typer.Option(
-        None, "--endpoint", help="Hub URL; default: HF_ENDPOINT or https://huggingface.co."),
-    name: str | None = typer.Option(None, "--name", help="Register under this name; default: "
-                                    "the repo's name."),
-    base: str | None = typer.Option(None, "--base", help="Registered base to attach it to; "
-                                    "default: matched from adapter_config.json and the card."),
-) -> None:
-    """Download a PEFT adapter (safetensors only), validate it and register it."""
-    from registry.hub import pull_adapter
-
-    db.ensure_schema()
-    pulled = pull_adapter(repo, revision=revision, endpoint=endpoint, name=name, base=base)
-    console.print(f"pulled {repo}@{pulled.revision[:12]} → {pulled.label} on base "
-                  f"{pulled.base_name} ({pulled.path})")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
@@ -12,7 +10,6 @@ from loraforge.cli import app
 from registry.adapter_ops import (
     compare_adapters,
     delete_adapter,
-    merge_adapter,
     show_adapter,
     tag_adapter,
 )
@@ -20,9 +17,9 @@ from registry.adapters import get_adapter
 from registry.db import session_scope
 from registry.errors import RegistryError
 from registry.lineage import adapter_lineage
-from registry.models import Adapter, HubPublication, TrainingRun
+from registry.models import HubPublication, TrainingRun
+from tests.publishing.test_hub import store_state
 from tests.registry.conftest import ARTICLE_URLS, LineageStore
-from tests.registry.test_hub import store_state
 
 runner = CliRunner()
 
@@ -111,30 +108,3 @@ def test_lineage_walks_from_adapter_to_crawl_runs_and_urls(lineage_store: Lineag
     assert f"crawl run #{lineage_store.crawl_run_id}" in printed
     assert ARTICLE_URLS[0] in printed and "1 more" in printed
     assert adapter_lineage("beta").snapshot is None
-
-
-def test_merged_model_logits_equal_base_plus_adapter(
-    lineage_store: LineageStore, tmp_path: Path
-) -> None:
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
-    out = merge_adapter("alpha", tmp_path / "merged")
-    assert (out / "model.safetensors").is_file() and not list(out.glob("*.bin"))
-    assert (out / "tokenizer.json").is_file()
-
-    ids = torch.tensor([[1, 5, 9, 42, 7, 3, 100, 64]])
-    base = AutoModelForCausalLM.from_pretrained(lineage_store.files.base, dtype=torch.float32)
-    with torch.no_grad():
-        base_logits = base(ids).logits
-        expected = PeftModel.from_pretrained(base, lineage_store.alpha_path).eval()(ids).logits
-        merged = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
-        actual = merged(ids).logits
-    assert not torch.allclose(base_logits, expected, atol=1e-3)  # the adapter matters
-    torch.testing.assert_close(actual, expected, atol=1e-4, rtol=1e-4)
-
-    with pytest.raises(RegistryError, match="not empty"):
-        merge_adapter("alpha", out)
-    with session_scope() as session:
-        assert session.scalars(select(Adapter)).all()  # merging never touches the registry

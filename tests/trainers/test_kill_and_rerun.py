@@ -79,7 +79,7 @@ def test_a_killed_merge_leaves_no_folder_under_its_name_and_reruns(
     label = get_adapter(trained_store.adapter_id).label
     out = tmp_path / "merged"
     args = ["adapters", "merge", label, "--out", str(out)]
-    _kill_while_writing(args, trained_store.home, ".merged.partial-*", tmp_path)
+    _kill_while_writing(args, trained_store.home, ".merged-*", tmp_path)
     assert not out.exists() or (out / "model.safetensors").is_file()
 
     done = _run(args if not out.exists() else [*args[:-1], str(tmp_path / "again")],

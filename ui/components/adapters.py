@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import gradio as gr
 import pandas as pd
 
+from publishing.hub import push_adapter
 from registry.adapters import get_adapter, get_run, list_adapters
 from registry.errors import LoraForgeError
 from registry.evaluations import latest_for_adapter
-from registry.hub import push_adapter
 from registry.lineage import adapter_lineage
 from ui.components.chat import user_errors
 from ui.i18n import I18N

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from publishing.hub import HubError, pull_adapter, push_adapter
+from publishing.model_card import CardOptions
 from registry.db import session_scope
-from registry.hub import HubError, pull_adapter, push_adapter
-from registry.model_card import CardOptions
 from registry.models import Adapter, Base, HubPublication
 from tests.registry.conftest import ARTICLE_URLS, HUB_TOKEN, LineageStore, LocalHub
 

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from publishing.model_card import CardOptions, build_model_card
 from registry.adapter_files import (
     ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,
@@ -30,7 +31,6 @@ from registry.errors import LoraForgeError
 from registry.exports import ExportRecord, exports_for
 from registry.files import sha256_of
 from registry.lineage import adapter_lineage
-from registry.model_card import CardOptions, build_model_card
 from registry.models import Adapter, HubPublication
 from registry.settings import get_settings
 
