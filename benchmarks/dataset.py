@@ -46,10 +46,10 @@ def synthesize(n: int, seed: int = 0) -> None:
 
 
 def bench_build(n: int) -> tuple[float, dict]:
+    from curation.build import build_snapshot
     from registry import db
     from registry.settings import get_settings
     from registry.snapshots import find_snapshot
-    from trainers.dataset import build_snapshot
 
     with tempfile.TemporaryDirectory() as home:
         os.environ["LORAFORGE_HOME"] = home
@@ -67,7 +67,7 @@ def bench_build(n: int) -> tuple[float, dict]:
 
 
 def bench_embedding(n: int) -> tuple[float, str]:
-    from trainers.data.diversity import embed, load_encoder
+    from curation.diversity import embed, load_encoder
 
     rng = random.Random(1)
     texts = [f"{_sentence(rng, 10)}?\n{_sentence(rng, 40)}." for _ in range(n)]

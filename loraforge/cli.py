@@ -24,11 +24,12 @@ import typer
 from sqlalchemy.exc import DBAPIError
 
 from crawlers.cli import crawl_app, demo_site_app
+from curation.cli import data_app
 from loraforge.demo import demo_command
 from publishing.cli import export_command, hub_app, merge_command
 from registry.cli import adapters_app, db_app
 from registry.errors import LoraForgeError
-from trainers.cli import base_app, data_app, train_app, trainers_app
+from trainers.cli import base_app, train_app, trainers_app
 from trainers.eval_cli import eval_command
 from trainers.plugin_scaffold import plugin_app
 from ui.cli import ui_command

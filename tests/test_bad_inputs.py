@@ -90,8 +90,8 @@ ADAPTER_FOLDERS: dict[str, dict[str, bytes | str]] = {
 
 @pytest.fixture(scope="module")
 def bad_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BadStore]:
+    from curation.build import build_snapshot
     from trainers.base_model import register_base
-    from trainers.dataset import build_snapshot
 
     root = tmp_path_factory.mktemp("bad")
     home, files = root / "home", root / "files"

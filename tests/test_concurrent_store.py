@@ -42,8 +42,8 @@ def _job(args: tuple[str, str, str, str]) -> str:
     os.environ["LORAFORGE_HOME"] = home
     os.environ["LORAFORGE_DATABASE_URL"] = url
     from crawlers.importers import import_file
+    from curation.build import build_snapshot
     from tests.conftest import reset_caches
-    from trainers.dataset import build_snapshot
 
     reset_caches()
     try:

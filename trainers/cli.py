@@ -1,4 +1,4 @@
-"""``loraforge base`` and ``loraforge train`` command groups; ``data`` lives in data_cli."""
+"""``loraforge base`` and ``loraforge train`` command groups (``data`` is curation.cli)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from rich.table import Table
 
 from trainers.compare import compare_command
 from trainers.config import LoraTrainConfig
-from trainers.data_cli import data_app  # noqa: F401  (re-exported for loraforge.cli)
 
 console = Console()
 

@@ -158,7 +158,7 @@ def _read_split(path: Path) -> list[list[dict]]:
 def run_evaluation(plan: EvalPlan, config: EvalConfig,
                    progress: ProgressFn | None = None) -> str:
     """Answer and score with every model, record the rows; returns the evaluation's batch id."""
-    from trainers.data.diversity import load_encoder
+    from curation.diversity import load_encoder
 
     encoder = load_encoder(config.encoder)
     references = [chat[-1]["content"] for chat in plan.chats]
@@ -261,7 +261,7 @@ def answer_batch(model, tokenizer, batch: list[list[dict]],
 
 
 def _embed(encoder, texts: list[str]):
-    from trainers.data.diversity import embed
+    from curation.diversity import embed
 
     return embed([t if t.strip() else " " for t in texts], encoder)
 

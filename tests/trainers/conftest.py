@@ -106,8 +106,8 @@ def trained_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrainedS
     Building these takes most of the folder's runtime, so the tests share them and
     only read from them (or count rows before and after).
     """
+    from curation.build import build_snapshot
     from trainers.base_model import build_tiny_base
-    from trainers.dataset import build_snapshot
     from trainers.run import run_training
 
     with _store_at(tmp_path_factory.mktemp("trained") / "home") as home:

@@ -11,10 +11,10 @@ from peft import PeftModel
 from rouge_score import rouge_scorer
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from curation.build import build_snapshot
 from registry.adapters import get_adapter
 from tests.trainers.conftest import _store_at, insert_qa_pairs, read_medquad
 from trainers.base_model import register_base
-from trainers.dataset import build_snapshot
 from trainers.generate import generate_answer
 from trainers.run import run_training
 

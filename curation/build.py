@@ -2,7 +2,7 @@
 
 A snapshot is reproducible: the same inputs, parameters and seed give the same split and the
 same content hash, which is also what the default name is made from. Pieces live in
-``trainers/data/``; this module strings them together in the order they run.
+``curation/``; this module strings them together in the order they run.
 """
 
 from __future__ import annotations
@@ -17,16 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from curation import diversity, examples, export
+from curation.errors import CurationError
+from curation.examples import SNAPSHOT_KINDS, Example, to_messages
+from curation.formatting import encode_chat, length_stats, pack
+from curation.spec import SnapshotSpec
+from curation.splits import duplicate_groups, normalize, plan_split
 from registry import snapshots
 from registry.db import ensure_schema
 from registry.models import Split
 from registry.settings import get_settings
-from trainers.data import diversity, examples, export
-from trainers.data.examples import SNAPSHOT_KINDS, Example, to_messages
-from trainers.data.formatting import encode_chat, length_stats, pack
-from trainers.data.spec import SnapshotSpec
-from trainers.data.splits import duplicate_groups, normalize, plan_split
-from trainers.errors import TrainerError
 
 __all__ = ["build_snapshot", "to_messages", "drop_repeated_questions", "SnapshotSpec"]
 
@@ -53,7 +53,7 @@ def _check_topic(spec: SnapshotSpec) -> None:
     if spec.topic and spec.kind != "import" and spec.topic.lower() not in snapshots.known_topics():
         known = sorted(snapshots.known_topics())
         hint = f"; known: {', '.join(known[:8])}{' …' if len(known) > 8 else ''}" if known else ""
-        raise TrainerError(f"unknown topic {spec.topic!r}{hint}")
+        raise CurationError(f"unknown topic {spec.topic!r}{hint}")
 
 
 def _select(spec: SnapshotSpec) -> tuple[list[Example], int]:
@@ -69,7 +69,7 @@ def _select(spec: SnapshotSpec) -> tuple[list[Example], int]:
     return examples.from_article_headings(articles, spec.system_prompt), 0
 
 
-def _empty_selection(spec: SnapshotSpec) -> TrainerError:
+def _empty_selection(spec: SnapshotSpec) -> CurationError:
     filters = spec.where.describe() if spec.kind != "import" else ""
     if spec.max_answer_words is not None:
         filters = " and ".join(f for f in (filters, f"--max-answer-words {spec.max_answer_words}")
@@ -80,10 +80,10 @@ def _empty_selection(spec: SnapshotSpec) -> TrainerError:
     what = {"qa": "QA pairs", "chunks": "articles", "headings": "article sections",
             "import": "records"}[spec.kind]
     if filters:
-        return TrainerError(f"no {what} match {filters}; widen or drop them")
+        return CurationError(f"no {what} match {filters}; widen or drop them")
     if spec.kind == "import":
-        return TrainerError(f"{spec.import_file} holds no records")
-    return TrainerError(f"no {what} in the store; crawl some first (`loraforge crawl ...`)")
+        return CurationError(f"{spec.import_file} holds no records")
+    return CurationError(f"no {what} in the store; crawl some first (`loraforge crawl ...`)")
 
 
 @dataclass
@@ -148,7 +148,7 @@ def _load_tokenizer(name: str):
     base = find_base(name)
     path = base.model_path if base is not None else name
     if base is None and not Path(path).is_dir():
-        raise TrainerError(f"no base model or tokenizer directory called {name!r}; see "
+        raise CurationError(f"no base model or tokenizer directory called {name!r}; see "
                            "`loraforge base list`")
     return AutoTokenizer.from_pretrained(path, local_files_only=True)
 
@@ -178,7 +178,7 @@ def _tokenize(spec: SnapshotSpec, parts: dict[str, list[Example]], out: Path,
 
 
 def _encode_text(text: str, tokenizer, max_length: int):
-    from trainers.data.formatting import EncodedExample
+    from curation.formatting import EncodedExample
 
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     if tokenizer.eos_token_id is not None:
@@ -274,7 +274,7 @@ def build_snapshot(
     if existing is not None:
         if existing.content_hash == content_hash:
             return existing.id
-        raise TrainerError(f"a different snapshot is already called {name!r}; pick another --name")
+        raise CurationError(f"a different snapshot is already called {name!r}; pick another --name")
 
     counts: dict[str, Any] = {split: len(rows) for split, rows in parts.items()}
     counts.update(total=len(built.chosen), repeated_questions_dropped=repeated, **leak_counts,

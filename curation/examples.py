@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from curation.errors import CurationError
 from registry.snapshots import ArticleData, QAPairData
-from trainers.errors import TrainerError
 
 ExampleKind = Literal["qa", "chunks", "headings", "import"]
 KINDS: tuple[str, ...] = ("qa", "chunks", "headings", "import")
@@ -70,7 +70,7 @@ def _columns(article: ArticleData) -> dict[str, Any]:
 def chunk_words(text: str, size: int, overlap: int = 0) -> list[str]:
     """Windows of ``size`` words, ``overlap`` shared between neighbours."""
     if size < 1 or not 0 <= overlap < size:
-        raise TrainerError(f"chunk size must be at least 1 and overlap in [0, size), got "
+        raise CurationError(f"chunk size must be at least 1 and overlap in [0, size), got "
                            f"{size} and {overlap}")
     words = text.split()
     step = size - overlap
@@ -136,34 +136,34 @@ def _imported_messages(record: dict[str, Any], where: str) -> list[dict[str, str
             return [{"role": roles[t["from"]], "content": t["value"]}
                     for t in record["conversations"]]
         except KeyError as exc:
-            raise TrainerError(f"{where}: unknown sharegpt speaker {exc}; expected one of "
+            raise CurationError(f"{where}: unknown sharegpt speaker {exc}; expected one of "
                                f"{', '.join(roles)}") from exc
     if "instruction" in record and "output" in record:
         prompt = record["instruction"]
         if record.get("input"):
             prompt = f"{prompt}\n\n{record['input']}"
         return to_messages(prompt, record["output"], record.get("system"))
-    raise TrainerError(f"{where}: not alpaca, sharegpt or messages; a record needs "
+    raise CurationError(f"{where}: not alpaca, sharegpt or messages; a record needs "
                        "'messages', 'conversations' or 'instruction' + 'output'")
 
 
 def read_instruction_file(path: Path) -> list[Example]:
     """An alpaca/sharegpt/messages file (.json list or .jsonl), used as is."""
     if not path.is_file():
-        raise TrainerError(f"no instruction file at {path}")
+        raise CurationError(f"no instruction file at {path}")
     raw = path.read_text(encoding="utf-8")
     try:
         records = json.loads(raw) if path.suffix == ".json" else [
             json.loads(line) for line in raw.splitlines() if line.strip()]
     except json.JSONDecodeError as exc:
-        raise TrainerError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+        raise CurationError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
     examples = []
     for n, record in enumerate(records, 1):
         messages = _imported_messages(record, f"{path.name} record {n}")
         users = [m["content"] for m in messages if m["role"] == "user"]
         replies = [m["content"] for m in messages if m["role"] == "assistant"]
         if not replies:
-            raise TrainerError(f"{path.name} record {n}: no assistant reply to train on")
+            raise CurationError(f"{path.name} record {n}: no assistant reply to train on")
         examples.append(Example(key=_key(json.dumps(messages, sort_keys=True)),
                                 prompt="\n".join(users), answer="\n".join(replies),
                                 messages=messages, columns={"source": path.name}))

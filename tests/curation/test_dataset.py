@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from datasets import load_dataset
 
+from curation.build import build_snapshot
+from curation.errors import CurationError
 from registry.models import Split
 from registry.settings import get_settings
 from registry.snapshots import count_snapshots, find_snapshot, snapshot_member_ids
-from trainers.dataset import build_snapshot
-from trainers.errors import TrainerError
 
 
 def test_same_seed_gives_same_hash_and_split(qa_store):
@@ -43,15 +43,15 @@ def test_default_name_comes_from_the_hash_and_rebuilding_returns_the_same_snapsh
 
 def test_reusing_a_name_for_different_content_is_refused(qa_store):
     build_snapshot(name="mine", seed=0)
-    with pytest.raises(TrainerError, match="already called 'mine'"):
+    with pytest.raises(CurationError, match="already called 'mine'"):
         build_snapshot(name="mine", seed=1)
 
 
 def test_empty_selection_raises_and_leaves_no_snapshot(qa_store):
-    with pytest.raises(TrainerError,
+    with pytest.raises(CurationError,
                        match="no QA pairs match --topic 'health' and --max-answer-words 1;"):
         build_snapshot(topic="health", max_answer_words=1)
-    with pytest.raises(TrainerError, match="unknown topic 'astronomy'; known: "):
+    with pytest.raises(CurationError, match="unknown topic 'astronomy'; known: "):
         build_snapshot(topic="astronomy")
     assert count_snapshots() == 0
     datasets_dir = get_settings().datasets_dir
@@ -59,7 +59,7 @@ def test_empty_selection_raises_and_leaves_no_snapshot(qa_store):
 
 
 def test_empty_store_raises(home):
-    with pytest.raises(TrainerError, match="crawl some first"):
+    with pytest.raises(CurationError, match="crawl some first"):
         build_snapshot()
     assert count_snapshots() == 0
 
@@ -67,7 +67,7 @@ def test_empty_store_raises(home):
 @pytest.mark.parametrize("kwargs", [{"test_fraction": 1.0}, {"test_fraction": -0.1},
                                     {"limit": 0}])
 def test_bad_parameters_are_refused(qa_store, kwargs):
-    with pytest.raises(TrainerError):
+    with pytest.raises(CurationError):
         build_snapshot(**kwargs)
     assert count_snapshots() == 0
 

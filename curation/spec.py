@@ -6,11 +6,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+from curation.errors import CurationError
+from curation.examples import KINDS
+from curation.formatting import DEFAULT_MAX_LENGTH
+from curation.templates import check_template
 from registry.snapshots import StoreFilter
-from trainers.data.examples import KINDS
-from trainers.data.formatting import DEFAULT_MAX_LENGTH
-from trainers.data.templates import check_template
-from trainers.errors import TrainerError
 
 
 def _help(text: str) -> Any:
@@ -76,9 +76,9 @@ class SnapshotSpec:
     def __post_init__(self) -> None:
         check_template(self.template)
         if self.kind not in KINDS:
-            raise TrainerError(f"unknown kind {self.kind!r}; choose one of {', '.join(KINDS)}")
+            raise CurationError(f"unknown kind {self.kind!r}; choose one of {', '.join(KINDS)}")
         if (self.kind == "import") != (self.import_file is not None):
-            raise TrainerError("--kind import needs --import-file, and --import-file needs "
+            raise CurationError("--kind import needs --import-file, and --import-file needs "
                                "--kind import")
         checks = [
             (self.limit is not None and self.limit < 1,
@@ -110,7 +110,7 @@ class SnapshotSpec:
         ]
         for failed, message in checks:
             if failed:
-                raise TrainerError(message)
+                raise CurationError(message)
 
     @property
     def where(self) -> StoreFilter:

@@ -9,9 +9,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from curation.errors import CurationError
+from curation.formatting import EncodedExample, PackedRow
 from registry.files import build_dir
-from trainers.data.formatting import EncodedExample, PackedRow
-from trainers.errors import TrainerError
 
 HISTOGRAM = "token_lengths.png"
 CLUSTERS = "clusters.png"
@@ -62,12 +62,12 @@ def plot_length_histogram(lengths_by_split: dict[str, list[int]], unit: str, out
 def export_snapshot(snapshot_dir: Path, out: Path, card: dict[str, Any]) -> list[Path]:
     """Copy a snapshot's split files, tokenized rows and plots to ``out``, with a card."""
     if not snapshot_dir.is_dir():
-        raise TrainerError(f"the snapshot's files are gone from {snapshot_dir}; rebuild it with "
+        raise CurationError(f"the snapshot's files are gone from {snapshot_dir}; rebuild it with "
                            "`loraforge data build`")
     if out.exists() and not out.is_dir():
-        raise TrainerError(f"{out} is a file; export into a new or empty folder")
+        raise CurationError(f"{out} is a file; export into a new or empty folder")
     if out.exists() and any(out.iterdir()):
-        raise TrainerError(f"{out} is not empty; export into a new or empty folder")
+        raise CurationError(f"{out} is not empty; export into a new or empty folder")
     names = [*(n for n in (*SPLIT_FILES, HISTOGRAM, CLUSTERS) if (snapshot_dir / n).is_file()),
              *(["tokenized"] if (snapshot_dir / "tokenized").is_dir() else []), CARD]
     # Written beside ``out`` and renamed into place: a full disk leaves no half an export.

@@ -7,13 +7,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainers.data.templates import (
+from curation.errors import CurationError
+from curation.templates import (
     TOKENIZER_TEMPLATE,
     Messages,
     builtin_segments,
     resolve_template,
 )
-from trainers.errors import TrainerError
 
 IGNORE_INDEX = -100  # what torch's cross-entropy and every HF model skip
 DEFAULT_MAX_LENGTH = 512  # both source studies train on 512-token windows
@@ -82,7 +82,7 @@ def encode_chat(messages: Messages, tokenizer, template: str = "auto",
     says whether it did.
     """
     if max_length is not None and max_length < 1:
-        raise TrainerError(f"max length must be at least 1, got {max_length}; the default is 512")
+        raise CurationError(f"max length must be at least 1, got {max_length}; the default is 512")
     name = resolve_template(template, tokenizer)
     if name == TOKENIZER_TEMPLATE:
         input_ids, labels = _own_template_ids(messages, tokenizer)
@@ -102,7 +102,7 @@ def pack(examples: Iterable[EncodedExample], max_length: int) -> list[PackedRow]
     for example in examples:
         n = len(example.input_ids)
         if n > max_length:
-            raise TrainerError(f"an example of {n} tokens exceeds the packing length {max_length}")
+            raise CurationError(f"an example of {n} tokens exceeds the packing length {max_length}")
         if row.lengths and len(row.input_ids) + n > max_length:
             rows.append(row)
             row = PackedRow()

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
+from curation.build import build_snapshot
+from curation.diversity import choose_per_cluster, cluster, default_encoder_path
 from registry.snapshots import find_snapshot
-from trainers.data.diversity import choose_per_cluster, cluster, default_encoder_path
-from trainers.dataset import build_snapshot
 
 
 def test_small_cluster_gives_all_it_has_and_the_rest_is_topped_up():

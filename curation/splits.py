@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trainers.errors import TrainerError
+from curation.errors import CurationError
 
 SPLITS = ("train", "validation", "test")
 _WORD = re.compile(r"\w+")
@@ -40,7 +40,7 @@ class NearDuplicateIndex:
     def __init__(self, threshold: float = 0.8, shingle: int = 5, bands: int = 16, rows: int = 4,
                  seed: int = 1) -> None:
         if not 0 < threshold <= 1:
-            raise TrainerError(f"near-duplicate threshold must be in (0, 1], got {threshold}")
+            raise CurationError(f"near-duplicate threshold must be in (0, 1], got {threshold}")
         self.threshold, self.shingle, self.bands, self.rows = threshold, shingle, bands, rows
         rng = np.random.default_rng(seed)  # fixed: the grouping must not depend on the split seed
         n = bands * rows
@@ -158,7 +158,7 @@ def plan_split(group_ids: Sequence[int], strata: Sequence[Hashable], *,
     """
     if not 0 <= test_fraction < 1 or not 0 <= validation_fraction < 1 \
             or test_fraction + validation_fraction >= 1:
-        raise TrainerError("test and validation fractions must each be in [0, 1) and sum to "
+        raise CurationError("test and validation fractions must each be in [0, 1) and sum to "
                            f"less than 1, got {test_fraction} and {validation_fraction}; try 0.1")
     members: dict[int, list[int]] = defaultdict(list)
     for i, g in enumerate(group_ids):

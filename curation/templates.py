@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from trainers.errors import TrainerError
+from curation.errors import CurationError
 
 Segment = tuple[str, bool]  # (text, is_assistant_target)
 Messages = list[dict[str, str]]
@@ -114,7 +114,7 @@ TEMPLATE_CHOICES = (AUTO, TOKENIZER_TEMPLATE, *BUILTIN_TEMPLATES)
 def check_template(name: str) -> str:
     """The name if it is a known template; otherwise an error listing the choices."""
     if name not in TEMPLATE_CHOICES:
-        raise TrainerError(f"unknown chat template {name!r}; choose one of "
+        raise CurationError(f"unknown chat template {name!r}; choose one of "
                            f"{', '.join(TEMPLATE_CHOICES)}")
     return name
 
@@ -126,7 +126,7 @@ def resolve_template(name: str, tokenizer) -> str:
     if name == AUTO:
         return TOKENIZER_TEMPLATE if has_own else "chatml"
     if name == TOKENIZER_TEMPLATE and not has_own:
-        raise TrainerError("this tokenizer has no chat template; pick a built-in with "
+        raise CurationError("this tokenizer has no chat template; pick a built-in with "
                            f"--template ({', '.join(BUILTIN_TEMPLATES)})")
     return name
 
@@ -139,7 +139,7 @@ def builtin_segments(name: str, messages: Messages, tokenizer=None) -> list[Segm
     """
     template = BUILTIN_TEMPLATES[check_template(name)] if name in BUILTIN_TEMPLATES else None
     if template is None:
-        raise TrainerError(f"{name!r} is not a built-in template; choose one of "
+        raise CurationError(f"{name!r} is not a built-in template; choose one of "
                            f"{', '.join(BUILTIN_TEMPLATES)}")
     bos = getattr(tokenizer, "bos_token", None) or template.default_bos
     eos = getattr(tokenizer, "eos_token", None) or template.default_eos
