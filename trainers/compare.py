@@ -7,7 +7,6 @@ all report the largest). The report is Markdown plus PNG bar charts of memory an
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import subprocess
 import sys
@@ -60,12 +59,12 @@ class Cell:
 
 def plan_grid(methods: list[str], ranks: list[int]) -> list[Cell]:
     """Every method at every rank; methods without a rank (full) once."""
-    from trainers.discovery import get_backend
+    from trainers.discovery import method_has_rank
 
     cells = []
     for method in methods:
-        fields = {f.name for f in dataclasses.fields(get_backend(method).config_class)}
-        cells += [Cell(method, r) for r in ranks] if "rank" in fields else [Cell(method, None)]
+        cells += [Cell(method, r) for r in ranks] if method_has_rank(method) \
+            else [Cell(method, None)]
     return cells
 
 

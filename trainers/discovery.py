@@ -76,3 +76,8 @@ def get_backend(name: str) -> TrainerBackend:
         known = ", ".join(sorted(backends)) or "none installed"
         raise TrainerError(f"unknown training method {name!r}; available: {known}")
     return backends[name]
+
+
+def method_has_rank(name: str) -> bool:
+    """Whether the method's config has an adapter rank (a full fine-tune has none)."""
+    return "rank" in {f.name for f in dataclasses.fields(get_backend(name).config_class)}

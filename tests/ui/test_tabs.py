@@ -70,10 +70,13 @@ def test_train_argv_is_a_list_and_refuses_bad_values():
     argv = train_argv("lora", "tiny; rm -rf /", "snap", 8, 0.003, 20)
     assert argv[:3] == [sys.executable, "-m", "loraforge"]
     assert "tiny; rm -rf /" in argv  # one argument, never parsed by a shell
-    for bad in [("lora", "b", "", 0, 1e-3, 5), ("lora", "b", "", 8, 2.0, 5),
-                ("lora", "b", "", 8, 1e-3, 0)]:
-        with pytest.raises(Exception, match="must be between"):
+    # the limits and words of the method's config dataclass, as the CLI would say them
+    for bad, message in [(("lora", "b", "", 0, 1e-3, 5), "rank must be at least 1, got 0"),
+                         (("lora", "b", "", 8, -1.0, 5), "learning rate must be positive"),
+                         (("full", "b", "", 0, 1e-3, 0), "max steps must be at least 1, got 0")]:
+        with pytest.raises(Exception, match=message):
             train_argv(*bad)
+    assert "--rank" in train_argv("lora", "b", "", 2048, 1e-3, 5)  # no limit the config lacks
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ from registry.adapters import get_adapter, get_run, list_adapters
 from registry.errors import LoraForgeError
 from registry.evaluations import latest_for_adapter
 from registry.lineage import adapter_lineage
-from ui.components.chat import user_errors
+from ui.components.common import user_errors
 from ui.i18n import I18N
 
 TABLE_COLUMNS = [

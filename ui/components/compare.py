@@ -9,7 +9,7 @@ from typing import Any
 
 import gradio as gr
 
-from ui.components.chat import (
+from ui.components.common import (
     GenerationSettings,
     checked_message,
     sampling,

@@ -10,7 +10,7 @@ import pandas as pd
 
 from registry.article_store import list_crawl_runs
 from registry.snapshots import StoreFilter, select_articles
-from ui.components.chat import user_errors
+from ui.components.common import user_errors
 from ui.i18n import I18N
 from ui.jobs import loraforge_argv, stream_job
 

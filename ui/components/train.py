@@ -11,11 +11,10 @@ import pandas as pd
 from registry.adapters import list_runs
 from registry.bases import list_bases
 from registry.snapshots import list_snapshots
-from ui.components.chat import user_errors
+from ui.components.common import user_errors
 from ui.i18n import I18N
 from ui.jobs import loraforge_argv, stream_job
 
-MAX_STEPS_LIMIT = 100_000
 EMPTY_CURVE = pd.DataFrame({"step": [], "loss": []})
 
 
@@ -34,29 +33,23 @@ def _methods() -> list[str]:
         return ["lora"]
 
 
-def _has_rank(method: str) -> bool:
-    from dataclasses import fields
-
-    from trainers.discovery import discover_backends
-
-    backend = discover_backends().get(method)
-    return backend is None or "rank" in {f.name for f in fields(backend.config_class)}
-
-
 def train_argv(method: str, base: str, dataset: str | None, rank: float, lr: float,
                max_steps: float) -> list[str]:
-    """The ``loraforge train`` argv for the form, refusing values the CLI would choke on."""
+    """The ``loraforge train`` argv for the form; its values are checked by the method's own
+    config dataclass (the limits and messages the CLI has), before any process starts."""
+    from trainers.discovery import get_backend, method_has_rank
+    from trainers.run import make_config
+
     if not method or not base:
         raise gr.Error("Pick a method and a base model.")
-    if not 1 <= int(rank) <= 1024:
-        raise gr.Error("Rank must be between 1 and 1024.")
-    if not 0 < float(lr) < 1:
-        raise gr.Error("The learning rate must be between 0 and 1.")
-    if not 1 <= int(max_steps) <= MAX_STEPS_LIMIT:
-        raise gr.Error(f"Max steps must be between 1 and {MAX_STEPS_LIMIT}.")
+    with user_errors():
+        values = {"learning_rate": float(lr), "max_steps": int(max_steps)}
+        if method_has_rank(method):  # the full fine-tune has no adapter rank and refuses one
+            values["rank"] = int(rank)
+        make_config(get_backend(method).config_class, values)
     argv = ["train", "--method", method, "--base", base,
             "--lr", repr(float(lr)), "--max-steps", str(int(max_steps))]
-    if _has_rank(method):  # the full fine-tune has no adapter rank and refuses one
+    if "rank" in values:
         argv += ["--rank", str(int(rank))]
     if dataset:
         argv += ["--dataset", dataset]
@@ -109,7 +102,7 @@ def build_train_tab() -> TrainTab:
             dataset = gr.Dropdown(choices=[""], value="", label=I18N("dataset"),
                                   allow_custom_value=True)
         with gr.Row():
-            rank = gr.Number(8, label=I18N("rank"), precision=0, minimum=1, maximum=1024)
+            rank = gr.Number(8, label=I18N("rank"), precision=0, minimum=1)
             lr = gr.Number(3e-3, label=I18N("lr"), minimum=0)
             max_steps = gr.Number(30, label=I18N("steps"), precision=0, minimum=1)
         with gr.Row():
