@@ -5,8 +5,8 @@ from logging.config import fileConfig
 from sqlalchemy import engine_from_config, pool
 
 from alembic import context
+from core.settings import get_settings
 from registry.models import Base
-from registry.settings import get_settings
 
 config = context.config
 if config.config_file_name is not None and config.get_section("loggers"):

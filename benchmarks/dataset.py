@@ -46,9 +46,9 @@ def synthesize(n: int, seed: int = 0) -> None:
 
 
 def bench_build(n: int) -> tuple[float, dict]:
+    from core.settings import get_settings
     from curation.build import build_snapshot
     from registry import db
-    from registry.settings import get_settings
     from registry.snapshots import find_snapshot
 
     with tempfile.TemporaryDirectory() as home:

@@ -20,8 +20,8 @@ def _registered_path(name: str) -> Path | None:
     """The local copy of the base registered as ``name``; None if there is none, or no store."""
     from sqlalchemy.exc import SQLAlchemyError
 
+    from core.settings import get_settings
     from registry.bases import find_base
-    from registry.settings import get_settings
 
     settings = get_settings()
     if settings.database_url is None and not (settings.home / "loraforge.db").is_file():

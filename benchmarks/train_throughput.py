@@ -92,7 +92,7 @@ def _peak_memory(device: str) -> int:
 
 
 def run_ours(workdir: Path, args: argparse.Namespace, method: str) -> dict:
-    from registry.settings import resolve_device
+    from core.device import resolve_device
     from trainers.discovery import get_backend
 
     backend = get_backend(method)
@@ -117,7 +117,7 @@ def run_trl_default(workdir: Path, args: argparse.Namespace) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from registry.settings import resolve_device
+    from core.device import resolve_device
 
     device = resolve_device()
     data = load_dataset("json", data_files=str(workdir / "data" / "train.jsonl"))["train"]

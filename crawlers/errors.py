@@ -1,6 +1,6 @@
 """The crawl component's exception."""
 
-from registry.errors import LoraForgeError
+from core.errors import LoraForgeError
 
 
 class CrawlError(LoraForgeError):

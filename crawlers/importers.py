@@ -21,6 +21,7 @@ from lxml import etree
 from scrapy.exceptions import DropItem
 from scrapy.settings import Settings
 
+from core.settings import get_settings
 from crawlers.errors import CrawlError
 from crawlers.items import QAPageItem, QAPairItem
 from crawlers.pipelines import (
@@ -32,7 +33,6 @@ from crawlers.pipelines import (
 from crawlers.text import join_blocks
 from registry.article_store import finish_crawl_run, open_crawl_run, store_articles
 from registry.models import CrawlStatus
-from registry.settings import get_settings
 
 FORMATS = ("csv", "medquad", "jsonl")
 CSV_COLUMNS = ("question", "answer", "source", "focus_area")

@@ -20,6 +20,7 @@ from scrapy.exceptions import DropItem
 from scrapy.settings import BaseSettings
 from w3lib.url import canonicalize_url
 
+from core.settings import get_settings
 from crawlers.items import ArticleItem, QAPageItem, QAPairItem
 from crawlers.near_duplicates import NearDuplicateIndex
 from crawlers.text import DEFAULT_STEPS, CleanSteps, clean_line, clean_text
@@ -34,7 +35,6 @@ from registry.article_store import (
     store_articles,
 )
 from registry.models import CrawlStatus
-from registry.settings import get_settings
 
 logger = logging.getLogger(__name__)
 

@@ -19,12 +19,12 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.settings import get_settings
 from crawlers.errors import CrawlError
 from crawlers.pipelines import CLEAN_STOP_FILE, PROGRESS_MARKER, RUN_ID_FILE
 from registry.article_store import finish_crawl_run, get_crawl_run
 from registry.errors import StoreError
 from registry.models import CrawlStatus
-from registry.settings import get_settings
 
 logger = logging.getLogger(__name__)
 # The folder holding our packages: the checkout, or site-packages for an installed wheel.

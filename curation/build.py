@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.settings import get_settings
 from curation import diversity, examples, export
 from curation.errors import CurationError
 from curation.examples import SNAPSHOT_KINDS, Example, to_messages
@@ -26,7 +27,6 @@ from curation.splits import duplicate_groups, normalize, plan_split
 from registry import snapshots
 from registry.db import ensure_schema
 from registry.models import Split
-from registry.settings import get_settings
 
 __all__ = ["build_snapshot", "to_messages", "drop_repeated_questions", "SnapshotSpec"]
 

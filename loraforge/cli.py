@@ -23,12 +23,12 @@ warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\
 import typer
 from sqlalchemy.exc import DBAPIError
 
+from core.errors import LoraForgeError
 from crawlers.cli import crawl_app, demo_site_app
 from curation.cli import data_app
 from loraforge.demo import demo_command
 from publishing.cli import export_command, hub_app, merge_command
 from registry.cli import adapters_app, db_app
-from registry.errors import LoraForgeError
 from trainers.cli import base_app, train_app, trainers_app
 from trainers.eval_cli import eval_command
 from trainers.plugin_scaffold import plugin_app
@@ -101,7 +101,7 @@ def run() -> None:
             raise
         from sqlalchemy.engine import make_url
 
-        from registry.settings import get_settings
+        from core.settings import get_settings
 
         store = make_url(get_settings().resolved_database_url).render_as_string(
             hide_password=True)  # a PostgreSQL URL may carry one

@@ -20,8 +20,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from core.errors import LoraForgeError
 from loraforge import demo_stages as stages
-from registry.errors import LoraForgeError
 
 console = Console()
 
@@ -195,8 +195,8 @@ class StageTimer:
 
 def run_pipeline(config: DemoConfig, timer: StageTimer | None = None) -> DemoResult:
     """Run stages 1-8; the caller decides whether to open the chat app (stage 9)."""
+    from core.settings import get_settings
     from registry import db
-    from registry.settings import get_settings
 
     timer = timer or StageTimer()
     db.upgrade()

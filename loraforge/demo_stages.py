@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from registry.errors import LoraForgeError
+from core.errors import LoraForgeError
 
 if TYPE_CHECKING:
     from rich.table import Table

@@ -1,6 +1,6 @@
 """The one error type of publishing; the CLI prints its message as one line."""
 
-from registry.errors import LoraForgeError
+from core.errors import LoraForgeError
 
 
 class ExportError(LoraForgeError):

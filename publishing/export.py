@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.settings import get_settings
 from publishing import gguf_file
 from publishing.errors import ExportError
 from publishing.ollama import modelfile
@@ -28,7 +29,6 @@ from registry.adapters import AdapterRecord, get_adapter
 from registry.bases import BaseRecord, find_base
 from registry.exports import record_export
 from registry.files import build_file, sha256_of
-from registry.settings import get_settings
 
 StatusFn = Callable[[str], None]
 FULL_MODEL_FILES = ("config.json", "model.safetensors")

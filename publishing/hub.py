@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.errors import LoraForgeError
+from core.settings import get_settings
 from publishing.model_card import CardOptions, build_model_card
 from registry.adapter_files import (
     ADAPTER_CONFIG,
@@ -27,12 +29,10 @@ from registry.adapter_ops import show_adapter
 from registry.adapters import get_adapter, next_version
 from registry.bases import BaseRecord, list_bases
 from registry.db import session_scope
-from registry.errors import LoraForgeError
 from registry.exports import ExportRecord, exports_for
 from registry.files import sha256_of
 from registry.lineage import adapter_lineage
 from registry.models import Adapter, HubPublication
-from registry.settings import get_settings
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
 

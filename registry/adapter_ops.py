@@ -15,12 +15,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from core.settings import get_settings
 from registry.adapter_files import read_adapter_config
 from registry.adapters import get_adapter
 from registry.db import session_scope
 from registry.errors import RegistryError
 from registry.models import Adapter
-from registry.settings import get_settings
 
 TAG_MAX_LENGTH = 64
 

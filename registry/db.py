@@ -11,8 +11,8 @@ from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.settings import get_settings
 from registry.errors import StoreError
-from registry.settings import get_settings
 
 # An installed wheel carries the migrations as registry/alembic (see setup.py); a checkout has
 # them in the repo's top-level alembic/, where alembic.ini finds them too.

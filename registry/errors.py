@@ -1,8 +1,6 @@
-"""One exception type per component; the CLI prints their message as one line."""
+"""The store's errors; the CLI prints their message as one line."""
 
-
-class LoraForgeError(Exception):
-    """Base for errors whose message tells the user what to do."""
+from core.errors import LoraForgeError
 
 
 class StoreError(LoraForgeError):

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from core.settings import get_settings
 from registry import db
-from registry.settings import get_settings
 from tests.postgres_cluster import PostgresCluster, find_pg_bin, start_cluster
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

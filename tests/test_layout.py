@@ -1,5 +1,5 @@
-"""The packages import each other in one direction only (README, Layout): no cycles, and the
-store imports none of the packages that use it."""
+"""The packages import each other in one direction only (README, Layout): no cycles; core
+imports none of them, and the store only core."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ALLOWED = {
-    "registry": set(),
-    "crawlers": {"registry"},
-    "curation": {"registry"},
-    "trainers": {"registry", "curation"},
-    "publishing": {"registry", "trainers"},
-    "ui": {"registry", "trainers", "publishing"},
-    "loraforge": {"registry", "crawlers", "curation", "trainers", "publishing", "ui"},
+    "core": set(),
+    "registry": {"core"},
+    "crawlers": {"core", "registry"},
+    "curation": {"core", "registry"},
+    "trainers": {"core", "registry", "curation"},
+    "publishing": {"core", "registry", "trainers"},
+    "ui": {"core", "registry", "trainers", "publishing"},
+    "loraforge": {"core", "registry", "crawlers", "curation", "trainers", "publishing", "ui"},
 }
 IMPORT = re.compile(r"^\s*(?:from|import)\s+([a-z_]+)", re.MULTILINE)
 

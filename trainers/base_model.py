@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
+from core.settings import get_settings
 from registry import bases
 from registry.db import ensure_schema
 from registry.models import ModelKind
-from registry.settings import get_settings
 from trainers.errors import TrainerError
 
 BOS, EOS, PAD, IM_START = "<|endoftext|>", "<|im_end|>", "<pad>", "<|im_start|>"

@@ -192,7 +192,7 @@ def compare_command(
     )] = None,
 ) -> None:
     """Train every method at every rank and write a Markdown report with bar charts."""
-    from registry.settings import get_settings
+    from core.settings import get_settings
 
     try:
         rank_list = [int(r) for r in ranks.split(",") if r.strip()]

@@ -1,6 +1,6 @@
 """The trainers' one exception type; the CLI prints its message as one red line."""
 
-from registry.errors import LoraForgeError
+from core.errors import LoraForgeError
 
 
 class TrainerError(LoraForgeError):

@@ -18,11 +18,11 @@ from typing import Any, Literal
 
 import torch
 
+from core.device import resolve_device
 from registry import bases, evaluations, snapshots
 from registry.adapter_files import check_adapter_dir
 from registry.adapters import AdapterRecord, get_adapter
 from registry.db import ensure_schema
-from registry.settings import resolve_device
 from trainers.errors import TrainerError
 from trainers.metrics import normalize_answer
 

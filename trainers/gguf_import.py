@@ -20,10 +20,10 @@ from typing import Any
 
 import torch
 
+from core.settings import get_settings
 from registry import bases
 from registry.db import ensure_schema
 from registry.files import build_dir
-from registry.settings import get_settings
 from trainers.errors import TrainerError
 
 StatusFn = Callable[[str], None]

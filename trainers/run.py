@@ -21,9 +21,9 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from core.settings import get_settings
 from registry import adapters, bases, snapshots
 from registry.db import ensure_schema
-from registry.settings import get_settings
 from trainers.discovery import get_backend
 from trainers.errors import TrainerError
 

@@ -17,12 +17,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from core.device import resolve_device
+from core.errors import LoraForgeError
+from core.settings import get_settings
 from registry.adapter_files import AdapterFileError, check_adapter_dir
 from registry.adapters import AdapterRecord, list_adapters
 from registry.bases import list_bases
 from registry.db import ensure_schema
-from registry.errors import LoraForgeError
-from registry.settings import get_settings, resolve_device
 
 BASE_ONLY = "base model only"
 DEFAULT_MAX_ADAPTERS = 8

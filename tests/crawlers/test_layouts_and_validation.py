@@ -8,12 +8,12 @@ import pytest
 from scrapy.exceptions import DropItem
 from scrapy.settings import Settings
 
+from core.settings import get_settings
 from crawlers.extract import extract_page
 from crawlers.items import QAPageItem, QAPairItem
 from crawlers.pipelines import DeduplicatePipeline, ValidatePipeline
 from crawlers.text import CleanSteps, clean_text
 from registry.article_store import ArticleRecord, open_crawl_run, store_articles
-from registry.settings import get_settings
 
 
 def _page(body: str, head: str = "") -> str:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from datasets import load_dataset
 
+from core.settings import get_settings
 from curation.build import build_snapshot
 from curation.errors import CurationError
 from registry.models import Split
-from registry.settings import get_settings
 from registry.snapshots import count_snapshots, find_snapshot, snapshot_member_ids
 
 

@@ -7,8 +7,9 @@ from importlib.metadata import EntryPoint
 import pytest
 from typer.testing import CliRunner
 
+from curation.cli import data_app
 from trainers import discovery
-from trainers.cli import base_app, data_app, train_app
+from trainers.cli import base_app, train_app
 from trainers.errors import TrainerError
 
 runner = CliRunner()

@@ -93,7 +93,7 @@ class QloraBackend(SftBackend):
         self.guard = RepackGuard()
 
     def preflight(self, model_path: str, config: Any) -> None:
-        from registry.settings import resolve_device
+        from core.device import resolve_device
 
         super().preflight(model_path, config)
         check_4bit_runs(resolve_device())

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from registry.settings import resolve_device
+from core.device import resolve_device
 from trainers.config import LoraTrainConfig, TrainConfig
 from trainers.errors import TrainerError
 from trainers.metrics import (

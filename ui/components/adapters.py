@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import gradio as gr
 import pandas as pd
 
+from core.errors import LoraForgeError
 from publishing.hub import push_adapter
 from registry.adapters import get_adapter, get_run, list_adapters
-from registry.errors import LoraForgeError
 from registry.evaluations import latest_for_adapter
 from registry.lineage import adapter_lineage
 from ui.components.common import user_errors

@@ -11,7 +11,7 @@ from typing import Any
 
 import gradio as gr
 
-from registry.errors import LoraForgeError
+from core.errors import LoraForgeError
 from ui.i18n import I18N
 
 MAX_MESSAGE_CHARS = 2000

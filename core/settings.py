@@ -57,12 +57,3 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """Read the environment once; tests call ``get_settings.cache_clear()`` after changing it."""
     return Settings()
-
-
-def resolve_device(device: str | None = None) -> str:
-    import torch
-
-    choice = device or get_settings().device
-    if choice == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return choice
