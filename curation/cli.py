@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from core import jobs
 from curation.spec import SnapshotSpec
 
 console = Console()
@@ -113,6 +114,7 @@ def data_build(
     snap = next(s for s in list_snapshots() if s.id == snapshot_id)
     c = snap.counts
     truncated = f", {c['truncated']} truncated" if "truncated" in c else ""
+    jobs.emit_result(snapshot_id=snap.id, snapshot=snap.name, counts=c)
     console.print(f"snapshot [bold]{snap.name}[/] (#{snap.id}): {c['train']} train, "
                   f"{c.get('validation', 0)} validation, {c['test']} test{truncated} "
                   f"→ {snap.path}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
+from typing import NoReturn
 
 # bitsandbytes tries to fetch an optional CPU kernel from the Hub when it is first imported
 # (by peft/transformers, below) and warns when it can't; its built-in fallback is what we use,
@@ -23,6 +24,7 @@ warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\
 import typer
 from sqlalchemy.exc import DBAPIError
 
+from core import jobs
 from core.errors import LoraForgeError
 from crawlers.cli import crawl_app, demo_site_app
 from curation.cli import data_app
@@ -68,6 +70,13 @@ def main(
     _debug = debug
 
 
+def _fail(message: str, code: int = 1) -> NoReturn:
+    """One red line, the same message to a parent job (core.jobs), and the exit code."""
+    jobs.emit_result("failed", error=message)
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    sys.exit(code)
+
+
 def run() -> None:
     """Entry point: every error, ours or a usage error, is one red line and a non-zero exit.
 
@@ -80,8 +89,7 @@ def run() -> None:
     try:
         code = app(standalone_mode=False)
     except typer.Abort:
-        typer.secho("error: interrupted", fg=typer.colors.RED, err=True)
-        sys.exit(130)
+        _fail("interrupted", 130)
     except typer.TyperException as exc:  # Typer's own click: usage and bad-parameter errors
         if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: its help, as Typer does
             typer.echo(exc.ctx.get_help(), err=True)  # type: ignore[attr-defined]
@@ -89,13 +97,11 @@ def run() -> None:
         ctx = getattr(exc, "ctx", None)
         where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
         message = " ".join(exc.format_message().split())  # type: ignore[attr-defined]
-        typer.secho(f"error: {message}{where}", fg=typer.colors.RED, err=True)
-        sys.exit(getattr(exc, "exit_code", 2))
+        _fail(f"{message}{where}", getattr(exc, "exit_code", 2))
     except LoraForgeError as exc:
         if _debug:
             raise
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        sys.exit(1)
+        _fail(str(exc))
     except DBAPIError as exc:  # the store itself: a full disk, a lost server, a locked file
         if _debug:
             raise
@@ -106,17 +112,13 @@ def run() -> None:
         store = make_url(get_settings().resolved_database_url).render_as_string(
             hide_password=True)  # a PostgreSQL URL may carry one
         cause = " ".join(str(exc.orig or exc).split())
-        typer.secho(f"error: the store at {store} failed "
-                    f"({cause}); check the free disk space and that the database is reachable "
-                    "(--debug shows where)", fg=typer.colors.RED, err=True)
-        sys.exit(1)
+        _fail(f"the store at {store} failed ({cause}); check the free disk space and that the "
+              "database is reachable (--debug shows where)")
     except OSError as exc:  # a full disk, a file where a folder should be, no permission
         if _debug:
             raise
         where = f" ({exc.filename})" if exc.filename else ""
-        typer.secho(f"error: {exc.strerror or exc}{where}; check the path, its permissions "
-                    "and the free disk space (--debug shows where)", fg=typer.colors.RED,
-                    err=True)
-        sys.exit(1)
+        _fail(f"{exc.strerror or exc}{where}; check the path, its permissions and the free "
+              "disk space (--debug shows where)")
     # Without standalone mode click returns the exit code of --help, typer.Exit and the like.
     sys.exit(code if isinstance(code, int) else 0)

@@ -241,37 +241,46 @@ def find_demo_adapter(config: DemoConfig, method: str) -> AdapterRecord | None:
     return max(found, key=lambda a: a.version, default=None)
 
 
-def train_args(config: DemoConfig, method: str) -> list[str]:
-    settings = [f"max_steps={config.train_steps}", f"max_length={config.max_length}",
-                f"seed={config.seed}", *config.training_settings(method)]  # later ones win
-    return ["train", "--method", method, "--base", config.base, "--dataset", config.snapshot,
-            "--name", config.adapter_name(method), *(a for s in settings for a in ("--set", s))]
+def train_settings(config: DemoConfig, method: str) -> list[str]:
+    """The demo's ``--set`` values for one method (later ones win)."""
+    return [f"max_steps={config.train_steps}", f"max_length={config.max_length}",
+            f"seed={config.seed}", *config.training_settings(method)]
 
 
 def train_demo_adapter(config: DemoConfig, method: str) -> TrainedAdapter:
-    """Reuse the recorded adapter, or train one in a child process whose progress bar shows."""
-    from registry.adapters import list_runs
+    """Reuse the recorded adapter, or train one exactly as ``train compare`` trains a cell: a
+    job whose progress events drive the bar and whose result names the adapter."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from core.jobs import JobUpdate, progress_text
+    from core.settings import get_settings
+    from trainers.compare import Cell, train_cell
 
     start = time.perf_counter()
     found = find_demo_adapter(config, method)
     if found is not None:
         console.print(f"reusing adapter {found.label} recorded earlier (id {found.id})")
         return TrainedAdapter(method, found.id, 0.0, reused=True)
-    last_run = max((r.id for r in list_runs()), default=0)
-    code = run_loraforge(train_args(config, method), check=False)
+    name = config.adapter_name(method)
+    log = (config.report_dir or get_settings().home / "reports") / "logs" / f"{name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[detail]}"), console=console) as bar:
+        task = bar.add_task(f"training {name}", total=config.train_steps, detail="starting…")
+
+        def show(update: JobUpdate) -> None:
+            if update.progress:
+                bar.update(task, completed=update.progress["step"],
+                           total=update.progress["total"], detail=progress_text(update.progress))
+
+        cell = train_cell(Cell(method, None), config.base, config.snapshot,
+                          train_settings(config, method), config.adapter_prefix, log, show)
     seconds = time.perf_counter() - start
-    found = find_demo_adapter(config, method)
-    if code == 0 and found is not None:
-        console.print(f"[green]✓[/] {found.label} in {seconds:.1f} s")
-        return TrainedAdapter(method, found.id, seconds, reused=False)
-    failed = [r for r in list_runs() if r.id > last_run and r.error]
-    # A run row carries the error; without one the child stopped on its checks, and its own
-    # error line is in the output above.
-    error = failed[-1].error if failed else (
-        f"stopped before training (exit {code}); `loraforge {' '.join(train_args(config, method))}`"
-        " shows why")
-    console.print(f"[red]{config.adapter_name(method)} failed:[/] {error}")
-    return TrainedAdapter(method, None, seconds, reused=False, error=error)
+    if cell.error is None and cell.adapter_id is not None:
+        console.print(f"[green]✓[/] {cell.adapter} in {seconds:.1f} s")
+        return TrainedAdapter(method, cell.adapter_id, seconds, reused=False)
+    console.print(f"[red]{name} failed:[/] {cell.error} (whole log: {log})")
+    return TrainedAdapter(method, None, seconds, reused=False, error=cell.error)
 
 
 # -- stage 6: held-out evaluation --------------------------------------------------------------

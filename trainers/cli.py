@@ -218,10 +218,21 @@ def train(
         snapshot=dataset or plan.get("dataset"), adapter_name=name or plan.get("name"),
         overrides=overrides, resume=resume,
     )
+    _report(adapter_id)
     console.print(_summary(adapter_id))
     examples = _examples(adapter_id)
     if examples is not None:
         console.print(examples)
+
+
+def _report(adapter_id: int) -> None:
+    """The run's result to a parent job (core.jobs): which run and adapter are its own."""
+    from core import jobs
+    from registry.adapters import get_adapter
+
+    adapter = get_adapter(adapter_id)
+    jobs.emit_result(run_id=adapter.training_run_id, adapter_id=adapter.id,
+                     adapter=adapter.label, method=adapter.method, metrics=adapter.metrics)
 
 
 @trainers_app.command("list")

@@ -8,9 +8,8 @@ all report the largest). The report is Markdown plus PNG bar charts of memory an
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.progress import Progress
 
+from core.jobs import Job, JobUpdate, loraforge_argv, progress_text
 from trainers.errors import TrainerError
 
 console = Console()
@@ -51,6 +51,7 @@ class Cell:
     adapter: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    adapter_id: int | None = None
 
     @property
     def label(self) -> str:
@@ -68,27 +69,33 @@ def plan_grid(methods: list[str], ranks: list[int]) -> list[Cell]:
     return cells
 
 
-def _train_cell(cell: Cell, base: str, dataset: str | None, settings: list[str],
-                prefix: str, log: Path) -> Cell:
-    from registry.adapters import get_adapter
-
+def train_cell(cell: Cell, base: str, dataset: str | None, settings: list[str], prefix: str,
+               log: Path, on_update: Callable[[JobUpdate], None] | None = None) -> Cell:
+    """Train one cell as a job (its whole output to ``log``); its result event names its
+    adapter, or says why it failed. ``on_update`` sees every progress event and log line."""
     name = f"{prefix}-{cell.method}" + (f"-r{cell.rank}" if cell.rank is not None else "")
-    command = [sys.executable, "-m", "loraforge", "train", "--method", cell.method,
-               "--base", base, "--name", name, "--set", "progress_bar=false"]
+    args = ["train", "--method", cell.method, "--base", base, "--name", name,
+            "--set", "progress_bar=false"]
     if dataset:
-        command += ["--dataset", dataset]
+        args += ["--dataset", dataset]
     if cell.rank is not None:
-        command += ["--rank", str(cell.rank)]
+        args += ["--rank", str(cell.rank)]
     for item in settings:
-        command += ["--set", item]
-    with open(log, "w", encoding="utf-8") as out:
-        done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy())
-    if done.returncode != 0:
-        lines = [ln for ln in log.read_text().splitlines() if ln.startswith("error:")]
-        cell.error = lines[-1][len("error: "):] if lines else f"exit {done.returncode}; see {log}"
+        args += ["--set", item]
+    # Sleeping OpenMP waits: spinning ones stall the tiny model's many small ops whenever
+    # another program holds a core (a setting of the user's own wins).
+    env = {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    update = None
+    for update in Job(loraforge_argv(*args), env, log_file=log).updates():
+        if on_update is not None:
+            on_update(update)
+    assert update is not None and update.result is not None
+    result = update.result
+    if not result.ok:
+        cell.error = result.error or f"failed; see {log}"
         return cell
-    record = get_adapter(name)
-    cell.adapter, cell.metrics = record.label, record.metrics
+    cell.adapter, cell.metrics = result.data["adapter"], result.data.get("metrics", {})
+    cell.adapter_id = result.data.get("adapter_id")
     return cell
 
 
@@ -160,8 +167,10 @@ def compare(methods: list[str], ranks: list[int], base: str, dataset: str | None
         task = progress.add_task("training grid", total=len(cells))
         for cell in cells:
             progress.update(task, description=f"training {cell.label}")
-            _train_cell(cell, base, dataset, settings, prefix,
-                        out_dir / "logs" / f"{cell.label.replace(' ', '-')}.log")
+            train_cell(cell, base, dataset, settings, prefix,
+                       out_dir / "logs" / f"{cell.label.replace(' ', '-')}.log",
+                       lambda update, label=cell.label: progress.update(
+                           task, description=f"{label}: {progress_text(update.progress)}"))
             progress.advance(task)
     kinds = {c.metrics.get("peak_memory_kind") for c in cells if c.metrics}
     notes = [f"Base `{base}`, dataset `{dataset or 'newest snapshot'}`, "

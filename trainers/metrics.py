@@ -6,6 +6,7 @@ import re
 import resource
 import string
 import sys
+import time
 from typing import Any
 
 import torch
@@ -51,6 +52,34 @@ class LossCurveCallback(TrainerCallback):
         if logs and "loss" in logs:
             loss = round(float(logs["loss"]), 4)
             self.curve.append({"step": int(state.global_step), "loss": loss})
+
+
+class JobProgressCallback(TrainerCallback):
+    """Reports step, total, the latest loss and an ETA to a parent job (core.jobs) after every
+    step, so the Train tab can draw a real progress bar."""
+
+    def __init__(self) -> None:
+        self.loss: float | None = None
+        self.started = time.monotonic()
+        self.first_step = 0
+
+    def on_train_begin(self, args, state, control, **kwargs) -> None:
+        self.started, self.first_step = time.monotonic(), int(state.global_step)
+
+    def on_log(self, args, state, control, logs: dict[str, Any] | None = None, **kwargs) -> None:
+        if logs and "loss" in logs:
+            self.loss = round(float(logs["loss"]), 4)
+
+    def on_step_end(self, args, state, control, **kwargs) -> None:
+        from core import jobs
+
+        if not state.is_world_process_zero:
+            return
+        done = int(state.global_step) - self.first_step
+        left = max(int(state.max_steps) - int(state.global_step), 0)
+        eta = (time.monotonic() - self.started) / done * left if done else None
+        jobs.emit("progress", step=int(state.global_step), total=int(state.max_steps),
+                  loss=self.loss, eta_s=round(eta, 1) if eta is not None else None)
 
 
 def run_metrics(

@@ -24,6 +24,7 @@ from typing import Any
 from core.settings import get_settings
 from registry import adapters, bases, snapshots
 from registry.db import ensure_schema
+from registry.files import exclusive_lock
 from trainers.discovery import get_backend
 from trainers.errors import TrainerError
 
@@ -286,18 +287,21 @@ def run_training(
     try:
         result = backend.train(base_record.model_path, train_file, train_file.parent / "test.jsonl",
                                work_dir, config, **kwargs)
-        version = adapters.next_version(name)
-        final_dir = adapters_dir / f"{name}-v{version}"
-        if final_dir.exists():  # files whose row was deleted; the store is the truth
-            shutil.rmtree(final_dir)
-        work_dir.rename(final_dir)
-        (final_dir / "train_metrics.json").write_text(json.dumps(
+        (work_dir / "train_metrics.json").write_text(json.dumps(
             {"method": method, "config": config_dict, "metrics": result.metrics,
              "loss_curve": result.loss_curve}, indent=1))
-        adapter_id = adapters.finish_run(
-            run_id, adapter_name=name, version=version, path=str(final_dir),
-            metrics=result.metrics, loss_curve=result.loss_curve,
-        )
+        # Two trainings of one name may end at once (two users, two jobs): the version, the
+        # folder and the row are claimed together, one job at a time.
+        with exclusive_lock(adapters_dir / ".register.lock"):
+            version = adapters.next_version(name)
+            final_dir = adapters_dir / f"{name}-v{version}"
+            if final_dir.exists():  # files whose row was deleted; the store is the truth
+                shutil.rmtree(final_dir)
+            work_dir.rename(final_dir)
+            adapter_id = adapters.finish_run(
+                run_id, adapter_name=name, version=version, path=str(final_dir),
+                metrics=result.metrics, loss_curve=result.loss_curve,
+            )
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         return adapter_id
     except BaseException as exc:

@@ -55,6 +55,10 @@ EN = {
     "lr": "Learning rate",
     "steps": "Max steps",
     "start_training": "Start training",
+    "resume_training": "Resume the interrupted run",
+    "cancel_training": "Cancel",
+    "progress": "Progress",
+    "trained_adapter": "Result",
     "log": "Log",
 }
 
@@ -105,6 +109,10 @@ ID = {
     "lr": "Laju pembelajaran",
     "steps": "Langkah maksimum",
     "start_training": "Mulai pelatihan",
+    "resume_training": "Lanjutkan run yang terputus",
+    "cancel_training": "Batalkan",
+    "progress": "Kemajuan",
+    "trained_adapter": "Hasil",
     "log": "Log",
 }
 

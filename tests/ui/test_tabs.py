@@ -7,6 +7,7 @@ import sys
 import pytest
 from gradio_client import Client
 
+from registry.adapters import get_adapter, get_run
 from registry.article_store import ArticleRecord, QARecord, open_crawl_run, store_articles
 from ui.components.train import train_argv
 
@@ -55,15 +56,19 @@ def test_data_tab_counts_topics_browses_and_shows_an_article(client: Client):
     assert "No article #999" in client.predict(999, api_name="/article")
 
 
-def test_snapshot_build_runs_the_cli_and_reports_its_exit(client: Client):
+def test_snapshot_build_runs_the_cli_and_reports_its_error(client: Client):
     log = client.predict("", "qa", "no-such-topic", None, api_name="/build_snapshot")
-    assert "✗ exit" in log and "Traceback" not in log
+    # the job's own result event carries the CLI's one-line error
+    assert log.splitlines()[-1].startswith("✗ failed: unknown topic 'no-such-topic'"), log
+    assert "Traceback" not in log
 
 
 def test_failed_training_run_ends_in_a_message_and_no_done_flag(client: Client):
-    log, _curve, done = client.predict("lora", "no-such-base", "", 4, 3e-3, 2, api_name="/train")
+    log, _curve, _progress, result, done = client.predict("lora", "no-such-base", "", 4, 3e-3,
+                                                          2, api_name="/train")
     assert done == "failed"
-    assert "no-such-base" in log and "Traceback" not in log
+    assert result.startswith("failed: ") and "no-such-base" in result
+    assert "Traceback" not in log
 
 
 def test_train_argv_is_a_list_and_refuses_bad_values():
@@ -83,15 +88,28 @@ def test_train_argv_is_a_list_and_refuses_bad_values():
 def test_training_from_the_train_tab_adds_an_adapter_to_the_picker(client: Client):
     _stored_articles()
     log = client.predict("ui-snap", "qa", "", None, api_name="/build_snapshot")
-    assert log.endswith("✓ done"), log
-    # 5 steps: the trainer records the loss every 5 steps by default.
-    log, curve, done = client.predict("lora", "tiny-chat", "ui-snap", 4, 3e-3, 5,
-                                      api_name="/train")
-    assert done == "ok", log
-    assert [row[0] for row in curve["data"]] == [5]
+    assert log.endswith("✓ done: ui-snap"), log
+    # Two users start a training at once; each sees its own run and adapter, as the jobs'
+    # result events name them (not "the newest run", which one of them would get wrong).
+    jobs = [client.submit("lora", "tiny-chat", "ui-snap", rank, 3e-3, 5, api_name="/train")
+            for rank in (4, 2)]
+    results = [job.result() for job in jobs]
+    labels = []
+    for (log, curve, progress, result, done), rank in zip(results, (4, 2), strict=True):
+        assert done == "ok", log
+        assert progress.startswith("step 5/5"), progress  # from the job's progress events
+        label, run_id = result.split(" (run #")
+        run = get_run(int(run_id.rstrip(")")))
+        adapter = get_adapter(label)
+        assert adapter.training_run_id == run.id and run.config["rank"] == rank
+        # 5 steps: the trainer records the loss every 5 steps by default.
+        assert [row[0] for row in curve["data"]] == [5]
+        assert curve["data"][0][1] == pytest.approx(run.loss_curve[0]["loss"])
+        labels.append(label)
+    assert len(set(labels)) == 2
     update = client.predict("alpha:v1", api_name="/list_adapters")
     new = [value for _, value in update["choices"]][3:]
-    assert len(new) == 1 and new[0].endswith(":v1"), update["choices"]
+    assert sorted(new) == sorted(labels), update["choices"]
     history, _ = client.predict(new[0], "What is asthma?", [], 8, api_name="/chat")
     assert history[-1]["role"] == "assistant"
 

@@ -18,10 +18,12 @@ from typing import Any
 
 import torch
 
+from core import jobs
 from core.device import resolve_device
 from trainers.config import LoraTrainConfig, TrainConfig
 from trainers.errors import TrainerError
 from trainers.metrics import (
+    JobProgressCallback,
     count_parameters,
     curves_from_log_history,
     reset_peak_memory,
@@ -212,6 +214,8 @@ class SftBackend:
         args = _setup_args(config, workspace, device, has_eval=eval_data is not None,
                            padding_free=padding_free)
         callbacks = list(self.callbacks(config))
+        if jobs.reporting():  # started as a job: the parent draws step/total/loss/ETA
+            callbacks.append(JobProgressCallback())
         if config.early_stopping_patience and eval_data is not None:
             callbacks.append(EarlyStoppingCallback(config.early_stopping_patience))
         trainer = self.make_trainer(

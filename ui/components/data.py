@@ -8,11 +8,11 @@ from collections.abc import Iterator
 import gradio as gr
 import pandas as pd
 
+from core.jobs import Job, loraforge_argv
 from registry.article_store import list_crawl_runs
 from registry.snapshots import StoreFilter, select_articles
 from ui.components.common import user_errors
 from ui.i18n import I18N
-from ui.jobs import loraforge_argv, stream_job
 
 SNAPSHOT_KINDS = ["qa", "chunks", "headings"]
 BROWSER_ROWS = 200
@@ -79,10 +79,12 @@ def build_snapshot(name: str | None, kind: str, topic: str | None,
     if limit:
         args += ["--limit", str(int(limit))]
     update = None
-    for update in stream_job(loraforge_argv(*args)):
+    for update in Job(loraforge_argv(*args)).updates():
         yield update.log
-    assert update is not None
-    yield update.log + ("\n✓ done" if update.ok else f"\n✗ exit {update.returncode}")
+    assert update is not None and update.result is not None
+    result = update.result
+    yield update.log + (f"\n✓ done: {result.data.get('snapshot')}" if result.ok
+                        else f"\n✗ {result.status}: {result.error}")
 
 
 def build_data_tab() -> None:

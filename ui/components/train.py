@@ -1,4 +1,5 @@
-"""The Train tab: start ``loraforge train`` as a subprocess, stream its log, plot its loss."""
+"""The Train tab: start ``loraforge train`` as a job (core.jobs), follow its progress events
+(step/total, loss, ETA) and show the run and adapter its result names; cancel or resume it."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ from dataclasses import dataclass
 import gradio as gr
 import pandas as pd
 
-from registry.adapters import list_runs
+from core.jobs import Job, JobUpdate, loraforge_argv, progress_text
+from registry.adapters import get_run
 from registry.bases import list_bases
 from registry.snapshots import list_snapshots
 from ui.components.common import user_errors
 from ui.i18n import I18N
-from ui.jobs import loraforge_argv, stream_job
 
 EMPTY_CURVE = pd.DataFrame({"step": [], "loss": []})
 
@@ -56,32 +57,57 @@ def train_argv(method: str, base: str, dataset: str | None, rank: float, lr: flo
     return loraforge_argv(*argv)
 
 
-def _newest_loss_curve(after_run_id: int) -> pd.DataFrame:
-    runs = [r for r in list_runs() if r.id > after_run_id]
-    if not runs:
-        return EMPTY_CURVE
-    points = [(p["step"], p["loss"]) for p in runs[-1].loss_curve or [] if "loss" in p]
-    return pd.DataFrame(points, columns=["step", "loss"]) if points else EMPTY_CURVE
+def _curve(points: list[dict]) -> pd.DataFrame:
+    rows = [(p["step"], p["loss"]) for p in points if p.get("loss") is not None]
+    return pd.DataFrame(rows, columns=["step", "loss"]) if rows else EMPTY_CURVE
+
+
+TrainOutputs = tuple[str, pd.DataFrame, str, str, str]
+
+
+def follow_training(argv: list[str], progress: gr.Progress) -> Iterator[TrainOutputs]:
+    """Stream (log, loss curve, progress line, result, done flag) of one training job.
+
+    The result is the job's own (its run and adapter, from its result event), so two
+    trainings started at once each show theirs. Closing the page or Cancel stops the job.
+    """
+    points: list[dict] = []
+    update: JobUpdate | None = None
+    yield "$ loraforge " + " ".join(argv[3:]), EMPTY_CURVE, "starting…", "", ""
+    for update in Job(argv).updates():
+        event = update.progress
+        if event and (not points or points[-1] != event):
+            points.append(event)
+            progress((event["step"], event["total"]), desc=progress_text(event), unit="steps")
+        if update.result is None:
+            yield update.log, _curve(points), progress_text(event), "", ""
+    assert update is not None and update.result is not None
+    result = update.result
+    if not result.ok:
+        gr.Warning(f"Training {result.status}: {result.error}")
+        yield (update.log + f"\n✗ {result.status}: {result.error}", _curve(points),
+               progress_text(update.progress), f"{result.status}: {result.error}", "failed")
+        return
+    with user_errors():  # the recorded curve: every logged step, not only those seen here
+        run = get_run(result.data["run_id"]) if result.data.get("run_id") else None
+    curve = _curve(run.loss_curve) if run is not None else _curve(points)
+    label = result.data.get("adapter", "")
+    yield (update.log + f"\n✓ done: {label}", curve, progress_text(update.progress),
+           f"{label} (run #{result.data.get('run_id')})", "ok")
 
 
 def run_training(method: str, base: str, dataset: str | None, rank: float, lr: float,
-                 max_steps: float) -> Iterator[tuple[str, pd.DataFrame, str]]:
-    """Stream (log, loss curve, done flag); api ``/train``. A failed run ends in a message."""
-    argv = train_argv(method, base, dataset, rank, lr, max_steps)
-    with user_errors():
-        last_run = max((r.id for r in list_runs()), default=0)
-    yield "$ loraforge " + " ".join(argv[3:]), EMPTY_CURVE, ""
-    update = None
-    for update in stream_job(argv):
-        yield update.log, EMPTY_CURVE, ""
-    assert update is not None
-    if not update.ok:
-        gr.Warning(f"Training failed (exit {update.returncode}); see the log.")
-        yield update.log + f"\n✗ exit {update.returncode}", EMPTY_CURVE, "failed"
-        return
-    with user_errors():
-        curve = _newest_loss_curve(last_run)
-    yield update.log + "\n✓ done", curve, "ok"
+                 max_steps: float, progress: gr.Progress = gr.Progress()  # noqa: B008
+                 ) -> Iterator[TrainOutputs]:
+    """Api ``/train``: (log, loss curve, progress line, result, done flag)."""
+    yield from follow_training(train_argv(method, base, dataset, rank, lr, max_steps), progress)
+
+
+def resume_training(progress: gr.Progress = gr.Progress()  # noqa: B008
+                    ) -> Iterator[TrainOutputs]:
+    """Api ``/resume_training``: finish the newest interrupted run from its last checkpoint,
+    with its own method, data and config (``loraforge train --resume``)."""
+    yield from follow_training(loraforge_argv("train", "--resume"), progress)
 
 
 def form_choices() -> tuple[gr.Dropdown, gr.Dropdown]:
@@ -108,11 +134,25 @@ def build_train_tab() -> TrainTab:
         with gr.Row():
             refresh = gr.Button(I18N("refresh"), size="sm")
             start = gr.Button(I18N("start_training"), variant="primary")
+            resume = gr.Button(I18N("resume_training"))
+            cancel = gr.Button(I18N("cancel_training"), variant="stop")
+        with gr.Row():
+            status = gr.Textbox(label=I18N("progress"), interactive=False,
+                                elem_id="train-progress")
+            result = gr.Textbox(label=I18N("trained_adapter"), interactive=False,
+                                elem_id="train-result")
         log = gr.Textbox(label=I18N("log"), lines=12, max_lines=12, autoscroll=True)
         curve = gr.LinePlot(EMPTY_CURVE, x="step", y="loss", label=I18N("loss_curve"))
         done = gr.Textbox(visible=False)
+    outputs = [log, curve, status, result, done]
     refresh.click(form_choices, outputs=[base, dataset], api_name="train_choices", queue=False)
-    start.click(run_training, inputs=[method, base, dataset, rank, lr, max_steps],
-                outputs=[log, curve, done], api_name="train", concurrency_limit=1,
-                concurrency_id="train")
+    # Two users may train at once; each job reports its own result, so neither sees the other's.
+    started = start.click(run_training, inputs=[method, base, dataset, rank, lr, max_steps],
+                          outputs=outputs, api_name="train", concurrency_limit=2,
+                          concurrency_id="train")
+    resumed = resume.click(resume_training, outputs=outputs, api_name="resume_training",
+                           concurrency_limit=2, concurrency_id="train")
+    # Cancelling closes the generator, which stops the job as Ctrl-C would: the run is marked
+    # interrupted and keeps its checkpoints for Resume.
+    cancel.click(None, cancels=[started, resumed], api_name="cancel_training")
     return TrainTab(done, [base, dataset])
