@@ -105,7 +105,7 @@ class Job:
     """A started ``loraforge`` child. Iterate ``updates()`` to follow it; ``cancel()`` stops it."""
 
     def __init__(self, argv: list[str], env: dict[str, str] | None = None,
-                 log_file: Path | None = None) -> None:
+                 log_file: Path | None = None, cwd: Path | None = None) -> None:
         self.log_file = log_file  # every line of the child's output, when given
         read_end, write_end = os.pipe()
         child_env = {**os.environ, "PYTHONUNBUFFERED": "1", "NO_COLOR": "1", "COLUMNS": "100",
@@ -115,7 +115,7 @@ class Job:
         try:
             self.process = subprocess.Popen(  # noqa: S603 - argv list, never a shell
                 argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                env=child_env, errors="replace", pass_fds=(write_end,))
+                env=child_env, errors="replace", pass_fds=(write_end,), cwd=cwd)
         finally:
             os.close(write_end)  # the child holds it now; EOF comes when the child exits
         threading.Thread(target=self._read_log, daemon=True).start()

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from core import jobs
 from crawlers.errors import CrawlError
 from crawlers.run import CrawlProgress, run_crawl
 
@@ -67,6 +68,7 @@ def _crawl(spider: str, args: dict[str, object], resume: bool, setting: list[str
 
         run_id = run_crawl(spider, spider_args, resume=resume, settings=settings,
                            on_progress=show)
+    jobs.emit_result(crawl_run_id=run_id)
     _print_runs([run_id], title=f"crawl run #{run_id} finished in "
                                 f"{time.monotonic() - started:.1f}s")
 

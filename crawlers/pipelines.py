@@ -20,6 +20,7 @@ from scrapy.exceptions import DropItem
 from scrapy.settings import BaseSettings
 from w3lib.url import canonicalize_url
 
+from core import jobs
 from core.settings import get_settings
 from crawlers.items import ArticleItem, QAPageItem, QAPairItem
 from crawlers.near_duplicates import NearDuplicateIndex
@@ -38,7 +39,6 @@ from registry.models import CrawlStatus
 
 logger = logging.getLogger(__name__)
 
-PROGRESS_MARKER = "loraforge-progress"  # crawlers.run parses these log lines
 TRACKING_PARAMS = ("utm_", "fbclid", "gclid", "mc_cid", "mc_eid")
 DROP_STAT_PREFIX = "loraforge/dropped/"
 Item = QAPageItem | ArticleItem
@@ -295,12 +295,15 @@ class ArticleStorePipeline:
         return reasons
 
     def _log_progress(self) -> None:
-        logger.info(
-            "%s run=%d pages=%d stored=%d updated=%d unchanged=%d dropped=%d qa=%d",
-            PROGRESS_MARKER, self.run_id, self._pages_seen(), self.counts["stored"],
-            self.counts["updated"], self.counts["unchanged"],
-            sum(self._all_drop_reasons().values()), self.counts["qa_added"],
-        )
+        counts = {"run_id": self.run_id, "pages": self._pages_seen(),
+                  "stored": self.counts["stored"], "updated": self.counts["updated"],
+                  "unchanged": self.counts["unchanged"],
+                  "dropped": sum(self._all_drop_reasons().values()),
+                  "qa_pairs": self.counts["qa_added"]}
+        jobs.emit("progress", **counts)  # to crawlers.run, when it started this crawl
+        logger.info("crawl run #%(run_id)d: %(pages)d pages, %(stored)d stored, %(updated)d "
+                    "updated, %(unchanged)d unchanged, %(dropped)d dropped, %(qa_pairs)d QA "
+                    "pairs", counts)
 
     def item_dropped(self, item: Any, response: Any, exception: BaseException, spider: Any) -> None:
         self.drop_reasons[_drop_reason(exception)] += 1

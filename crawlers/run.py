@@ -10,18 +10,16 @@ import logging
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
-from collections import deque
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.jobs import Job
 from core.settings import get_settings
 from crawlers.errors import CrawlError
-from crawlers.pipelines import CLEAN_STOP_FILE, PROGRESS_MARKER, RUN_ID_FILE
+from crawlers.pipelines import CLEAN_STOP_FILE, RUN_ID_FILE
 from registry.article_store import finish_crawl_run, get_crawl_run
 from registry.errors import StoreError
 from registry.models import CrawlStatus
@@ -29,11 +27,10 @@ from registry.models import CrawlStatus
 logger = logging.getLogger(__name__)
 # The folder holding our packages: the checkout, or site-packages for an installed wheel.
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
-_PROGRESS = re.compile(
-    PROGRESS_MARKER + r" run=(?P<run>\d+) pages=(?P<pages>\d+) stored=(?P<stored>\d+) "
-    r"updated=(?P<updated>\d+) unchanged=(?P<unchanged>\d+) dropped=(?P<dropped>\d+) qa=(?P<qa>\d+)"
-)
 _ERROR_LINE = re.compile(r"(\] (ERROR|CRITICAL): |^\w*(Error|Exception): )")
+
+
+PROGRESS_FIELDS = ("run_id", "pages", "stored", "updated", "unchanged", "dropped", "qa_pairs")
 
 
 @dataclass(frozen=True)
@@ -79,7 +76,7 @@ def crawl_command(spider: str, spider_args: dict[str, str], *, jobdir: Path | No
 _EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_][\w]*\.)*[A-Za-z_]\w*(?:Error|Exception)(?::|$)")
 
 
-def _last_error(lines: deque[str]) -> str:
+def _last_error(lines: list[str]) -> str:
     causes = [line.strip() for line in lines if _EXCEPTION_LINE.match(line.strip())]
     if causes:
         return causes[-1][-300:]
@@ -89,22 +86,18 @@ def _last_error(lines: deque[str]) -> str:
     return lines[-1].strip()[-300:] if lines else "no output"
 
 
-def _stream(process: subprocess.Popen[str], tail: deque[str],
-            on_progress: Callable[[CrawlProgress], None] | None) -> int | None:
-    run_id = None
-    assert process.stdout is not None
-    for line in process.stdout:
-        tail.append(line)
-        match = _PROGRESS.search(line)
-        if match:
-            values = {k: int(v) for k, v in match.groupdict().items()}
-            run_id = values["run"]
-            if on_progress is not None:
-                on_progress(CrawlProgress(values["run"], values["pages"], values["stored"],
-                                          values["updated"], values["unchanged"],
-                                          values["dropped"], values["qa"]))
-    process.wait()
-    return run_id
+def _follow(job: Job, on_progress: Callable[[CrawlProgress], None] | None
+            ) -> tuple[int | None, int, list[str]]:
+    """(run id, exit code, last log lines) of a crawl job, passing its progress events on."""
+    run_id, update = None, None
+    for update in job.updates():
+        event = update.progress
+        if event is not None and event.get("run_id") is not None:
+            run_id = int(event["run_id"])
+            if on_progress is not None and update.result is None:
+                on_progress(CrawlProgress(**{f: int(event[f]) for f in PROGRESS_FIELDS}))
+    assert update is not None and update.result is not None
+    return run_id, update.result.exit_code, update.log.splitlines()
 
 
 def _mark_interrupted(run_id: int, database_url: str | None, error: str) -> None:
@@ -156,35 +149,28 @@ def run_crawl(
     jobdir.parent.mkdir(parents=True, exist_ok=True)
     command = crawl_command(spider, spider_args, jobdir=jobdir, database_url=database_url,
                             settings=settings)
-    tail: deque[str] = deque(maxlen=200)
     # Run from the job's own folder, whatever the caller's working directory; our packages come
     # first on the path, so a folder there named like one of them cannot shadow it.
-    process = subprocess.Popen(command, cwd=jobdir.parent, env=crawl_env(), stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, errors="replace")
+    job = Job(command, env=crawl_env(), cwd=jobdir.parent)
     try:
-        run_id = _stream(process, tail, on_progress)
+        run_id, returncode, tail = _follow(job, on_progress)
     except KeyboardInterrupt:
-        # Scrapy closes gracefully on the first SIGINT and keeps its JOBDIR for --resume.
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        job.cancel()  # Scrapy closes gracefully on SIGINT and keeps its JOBDIR for --resume
         raise CrawlError(f"crawl interrupted; run it again with --resume to continue "
                          f"(state in {jobdir})") from None
     if run_id is None:
         raise CrawlError(f"the {spider} crawl did not start: {_last_error(tail)}")
     try:
-        if process.returncode != 0:
+        if returncode != 0:
             _mark_interrupted(run_id, database_url, f"the crawler process exited with code "
-                              f"{process.returncode}; resume with --resume")
+                              f"{returncode}; resume with --resume")
         run = get_crawl_run(run_id, url=database_url)
     except StoreError as exc:
         raise CrawlError(f"crawl run #{run_id}: {exc}") from exc
     if run.status != "finished":
         raise CrawlError(f"crawl run #{run_id} {run.status}: {run.error or _last_error(tail)}")
-    if process.returncode != 0:
-        raise CrawlError(f"crawl run #{run_id} exited with code {process.returncode}: "
+    if returncode != 0:
+        raise CrawlError(f"crawl run #{run_id} exited with code {returncode}: "
                          f"{_last_error(tail)}")
     shutil.rmtree(jobdir, ignore_errors=True)
     return run_id
