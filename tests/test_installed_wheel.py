@@ -9,6 +9,7 @@ dependencies through one .pth line, and only LoRAForge itself comes from the whe
 from __future__ import annotations
 
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -30,10 +31,23 @@ def _run(python: Path, args: list[str], cwd: Path, env: dict[str, str]) -> str:
     return done.stdout
 
 
+def _source_copy(dest: Path) -> Path:
+    """The files git would ship (tracked, or new and not ignored), copied away, so building
+    the wheel writes nothing into the checkout and uses nothing a clone lacks."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
+                             "--exclude-standard"], cwd=REPO_ROOT, capture_output=True,
+                            check=True).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        if (REPO_ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO_ROOT / name, dest / name)
+    return dest
+
+
 def test_the_wheel_outside_the_checkout_migrates_crawls_builds_and_trains(tmp_path: Path):
-    wheels = tmp_path / "wheels"
+    wheels, source = tmp_path / "wheels", _source_copy(tmp_path / "source")
     _run(Path(sys.executable), ["-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                                "-w", str(wheels), str(REPO_ROOT)], tmp_path, dict(os.environ))
+                                "-w", str(wheels), str(source)], tmp_path, dict(os.environ))
     [wheel] = wheels.glob("loraforge-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"registry/alembic/env.py", "registry/alembic/script.py.mako"} <= names

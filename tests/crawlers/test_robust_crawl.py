@@ -17,7 +17,7 @@ from registry.article_store import get_crawl_run
 from registry.models import Article, QAPair
 
 HTML = "text/html; charset=utf-8"
-PROGRESS = re.compile(r"loraforge-progress run=(\d+) pages=\d+ stored=(\d+)")
+PROGRESS = re.compile(r"crawl run #(\d+): \d+ pages, (\d+) stored")
 
 
 def _truth(base_url: str, per_collection: int) -> set[tuple[str, str, str]]:
