@@ -184,7 +184,7 @@ class Job:
                 lines: list[str]) -> JobResult:
         data = {k: v for k, v in (event or {}).items() if k not in ("event", "status", "error")}
         if self.cancelled:
-            return JobResult("cancelled", exit_code, "cancelled", data)
+            return JobResult("cancelled", exit_code, "stopped on request", data)
         if event is not None and exit_code == 0:
             return JobResult(event.get("status", "succeeded"), exit_code, event.get("error"), data)
         if exit_code == 0:

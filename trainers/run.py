@@ -310,7 +310,9 @@ def run_training(
             shutil.rmtree(final_dir, ignore_errors=True)
         if not any(ckpt_dir.glob("checkpoint-*")):  # nothing to resume from
             shutil.rmtree(ckpt_dir, ignore_errors=True)
-        adapters.fail_run(run_id, f"{type(exc).__name__}: {exc}")
+        adapters.fail_run(run_id, "interrupted; `loraforge train --resume` continues it from "
+                          "its last checkpoint" if isinstance(exc, KeyboardInterrupt)
+                          else f"{type(exc).__name__}: {exc}")
         if isinstance(exc, Exception) and not isinstance(exc, TrainerError):
             raise TrainerError(f"training run #{run_id} failed: {exc}; "
                                "rerun with --debug for the traceback") from exc

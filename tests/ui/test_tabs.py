@@ -7,7 +7,7 @@ import sys
 import pytest
 from gradio_client import Client
 
-from registry.adapters import get_adapter, get_run
+from registry.adapters import get_adapter, get_run, list_runs
 from registry.article_store import ArticleRecord, QARecord, open_crawl_run, store_articles
 from ui.components.train import train_argv
 
@@ -117,3 +117,32 @@ def test_training_from_the_train_tab_adds_an_adapter_to_the_picker(client: Clien
 def test_train_argv_passes_a_rank_only_to_methods_that_have_one():
     assert "--rank" in train_argv("lora", "tiny", "snap", 8, 0.003, 20)
     assert "--rank" not in train_argv("full", "tiny", "snap", 8, 0.003, 20)
+
+
+@pytest.mark.slow
+def test_a_training_cancelled_from_the_tab_resumes_from_its_checkpoint(client: Client):
+    import time
+
+    _stored_articles()
+    assert client.predict("ui-snap", "qa", "", None, api_name="/build_snapshot").endswith(
+        "✓ done: ui-snap")
+    # 400 steps with a checkpoint every 50 (the default): cancel once step 55 is reported.
+    job = client.submit("lora", "tiny-chat", "ui-snap", 4, 3e-3, 400, api_name="/train")
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not job.done():
+        shown = [out[2] for out in job.outputs() if out[2].startswith("step ")]
+        if shown and int(shown[-1].split()[1].split("/")[0]) >= 55:
+            break
+        time.sleep(0.05)
+    assert client.predict(api_name="/cancel_training").startswith("cancelled")
+    _log, _curve, _progress, result, done = job.result()
+    assert (result, done) == ("cancelled: stopped on request", "failed")
+    [run] = list_runs()
+    assert run.status == "failed" and run.error.startswith("interrupted;")
+    assert client.predict(api_name="/cancel_training") == "no training of this page is running"
+
+    _log, curve, progress, result, done = client.predict(api_name="/resume_training")
+    assert done == "ok" and progress.startswith("step 400/400"), result
+    [run] = list_runs()  # the same run, finished from its checkpoint
+    assert run.status == "succeeded" and run.metrics["resumed_from_step"] == 50
+    assert result == f"{get_adapter('tiny-chat-lora').label} (run #{run.id})"

@@ -65,16 +65,32 @@ def _curve(points: list[dict]) -> pd.DataFrame:
 TrainOutputs = tuple[str, pd.DataFrame, str, str, str]
 
 
-def follow_training(argv: list[str], progress: gr.Progress) -> Iterator[TrainOutputs]:
+# Each page's (session's) running training, so that its Cancel stops that job and no other.
+_RUNNING: dict[str, Job] = {}
+
+
+def follow_training(argv: list[str], progress: gr.Progress,
+                    session: str | None) -> Iterator[TrainOutputs]:
     """Stream (log, loss curve, progress line, result, done flag) of one training job.
 
     The result is the job's own (its run and adapter, from its result event), so two
     trainings started at once each show theirs. Closing the page or Cancel stops the job.
     """
     points: list[dict] = []
-    update: JobUpdate | None = None
     yield "$ loraforge " + " ".join(argv[3:]), EMPTY_CURVE, "starting…", "", ""
-    for update in Job(argv).updates():
+    job = Job(argv)
+    if session:
+        _RUNNING[session] = job
+    try:
+        yield from _follow(job, points, progress)
+    finally:
+        if session and _RUNNING.get(session) is job:
+            del _RUNNING[session]
+
+
+def _follow(job: Job, points: list[dict], progress: gr.Progress) -> Iterator[TrainOutputs]:
+    update: JobUpdate | None = None
+    for update in job.updates():
         event = update.progress
         if event and (not points or points[-1] != event):
             points.append(event)
@@ -97,17 +113,30 @@ def follow_training(argv: list[str], progress: gr.Progress) -> Iterator[TrainOut
 
 
 def run_training(method: str, base: str, dataset: str | None, rank: float, lr: float,
-                 max_steps: float, progress: gr.Progress = gr.Progress()  # noqa: B008
+                 max_steps: float, request: gr.Request,
+                 progress: gr.Progress = gr.Progress()  # noqa: B008
                  ) -> Iterator[TrainOutputs]:
     """Api ``/train``: (log, loss curve, progress line, result, done flag)."""
-    yield from follow_training(train_argv(method, base, dataset, rank, lr, max_steps), progress)
+    yield from follow_training(train_argv(method, base, dataset, rank, lr, max_steps), progress,
+                               getattr(request, "session_hash", None))
 
 
-def resume_training(progress: gr.Progress = gr.Progress()  # noqa: B008
+def resume_training(request: gr.Request, progress: gr.Progress = gr.Progress()  # noqa: B008
                     ) -> Iterator[TrainOutputs]:
     """Api ``/resume_training``: finish the newest interrupted run from its last checkpoint,
     with its own method, data and config (``loraforge train --resume``)."""
-    yield from follow_training(loraforge_argv("train", "--resume"), progress)
+    yield from follow_training(loraforge_argv("train", "--resume"), progress,
+                               getattr(request, "session_hash", None))
+
+
+def cancel_training(request: gr.Request) -> str:
+    """Api ``/cancel_training``: stop this page's running training as Ctrl-C would; the run is
+    marked failed ("interrupted") and keeps its checkpoints, which Resume continues from."""
+    job = _RUNNING.get(getattr(request, "session_hash", None) or "")
+    if job is None:
+        return "no training of this page is running"
+    job.cancel()
+    return "cancelled: the run keeps its last checkpoint; Resume continues it"
 
 
 def form_choices() -> tuple[gr.Dropdown, gr.Dropdown]:
@@ -147,12 +176,13 @@ def build_train_tab() -> TrainTab:
     outputs = [log, curve, status, result, done]
     refresh.click(form_choices, outputs=[base, dataset], api_name="train_choices", queue=False)
     # Two users may train at once; each job reports its own result, so neither sees the other's.
-    started = start.click(run_training, inputs=[method, base, dataset, rank, lr, max_steps],
-                          outputs=outputs, api_name="train", concurrency_limit=2,
-                          concurrency_id="train")
-    resumed = resume.click(resume_training, outputs=outputs, api_name="resume_training",
-                           concurrency_limit=2, concurrency_id="train")
-    # Cancelling closes the generator, which stops the job as Ctrl-C would: the run is marked
-    # interrupted and keeps its checkpoints for Resume.
-    cancel.click(None, cancels=[started, resumed], api_name="cancel_training")
+    start.click(run_training, inputs=[method, base, dataset, rank, lr, max_steps],
+                outputs=outputs, api_name="train", concurrency_limit=2,
+                concurrency_id="train")
+    resume.click(resume_training, outputs=outputs, api_name="resume_training",
+                 concurrency_limit=2, concurrency_id="train")
+    # Not ``cancels=``: the job is stopped, and the training's own stream then ends in
+    # "✗ cancelled", so the log says what happened.
+    cancel.click(cancel_training, outputs=[status], api_name="cancel_training",
+                 concurrency_id="cancel")
     return TrainTab(done, [base, dataset])
