@@ -156,7 +156,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="loraforge-ui-bench-") as tmp:
         base = args.base or build_tiny_store(Path(tmp), args.hidden, args.layers)
-        from ui.engine import ChatEngine
+        from serving.engine import ChatEngine
 
         engine = ChatEngine(base=base, device=args.device)
         labels = engine.list_choices()[1:3]

@@ -26,11 +26,11 @@ from registry import db
 from registry.adapters import get_adapter, list_adapters, list_runs
 from registry.article_store import get_crawl_run
 from registry.snapshots import find_snapshot
+from serving.engine import BASE_ONLY
 from tests.conftest import reset_caches
 from tests.registry.conftest import LocalHub, local_hub  # noqa: F401 (fixture)
 from tests.ui.conftest import free_port
 from ui.cli import launch
-from ui.engine import BASE_ONLY
 
 # Small enough for CI on 2 cores, big enough for the LoRA adapter to learn its training answers.
 SMALL = DemoConfig(base="tiny", limit=24, clusters=8, base_steps=100, train_steps=80)

@@ -14,8 +14,10 @@ ALLOWED = {
     "curation": {"core", "registry"},
     "trainers": {"core", "registry", "curation"},
     "publishing": {"core", "registry", "trainers"},
-    "ui": {"core", "registry", "trainers", "publishing"},
-    "loraforge": {"core", "registry", "crawlers", "curation", "trainers", "publishing", "ui"},
+    "serving": {"core", "registry", "trainers"},
+    "ui": {"core", "registry", "trainers", "publishing", "serving"},
+    "loraforge": {"core", "registry", "crawlers", "curation", "trainers", "publishing", "serving",
+                  "ui"},
 }
 IMPORT = re.compile(r"^\s*(?:from|import)\s+([a-z_]+)", re.MULTILINE)
 

@@ -6,11 +6,11 @@ import abc
 
 import gradio as gr
 
+from serving.engine import ChatEngine
 from ui.components.adapters import build_adapters_tab, refresh_registry
 from ui.components.chat import build_chat_tab, refresh_choices
 from ui.components.data import build_data_tab
 from ui.components.train import build_train_tab, form_choices
-from ui.engine import ChatEngine
 from ui.i18n import I18N
 
 QUEUE_MAX_SIZE = 64

@@ -5,8 +5,8 @@ from __future__ import annotations
 import gradio as gr
 import typer
 
+from serving.engine import ChatEngine, ChatError
 from ui.app import create_ui
-from ui.engine import ChatEngine, ChatError
 from ui.i18n import I18N
 
 

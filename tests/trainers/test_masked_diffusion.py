@@ -79,7 +79,7 @@ def test_the_diffusion_loss_decreases_and_the_run_records_its_objective(diffusio
 
 @pytest.mark.slow
 def test_the_adapter_reproduces_a_trained_answer_through_the_sampler(diffusion_store):
-    from ui.engine import BASE_ONLY, ChatEngine
+    from serving.engine import BASE_ONLY, ChatEngine
 
     engine = ChatEngine(base="mdm")
     label = get_adapter(diffusion_store.adapter_id).label
@@ -96,7 +96,7 @@ def test_the_adapter_reproduces_a_trained_answer_through_the_sampler(diffusion_s
 
 @pytest.mark.slow
 def test_a_diffusion_reply_streams_as_a_growing_prefix(diffusion_store):
-    from ui.engine import ChatEngine
+    from serving.engine import ChatEngine
 
     engine = ChatEngine(base="mdm")
     label = get_adapter(diffusion_store.adapter_id).label
@@ -110,8 +110,8 @@ def test_a_diffusion_reply_streams_as_a_growing_prefix(diffusion_store):
 
 @pytest.mark.slow
 def test_registry_and_chat_app_treat_the_diffusion_adapter_like_any_other(diffusion_store):
+    from serving.engine import BASE_ONLY, ChatEngine
     from ui.cli import launch
-    from ui.engine import BASE_ONLY, ChatEngine
 
     assert find_base("mdm").kind == "masked_diffusion"
     adapter = next(a for a in list_adapters() if a.id == diffusion_store.adapter_id)

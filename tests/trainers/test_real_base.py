@@ -116,8 +116,8 @@ def test_a_short_lora_run_beats_the_base_on_held_out_questions(smol_store: SmolS
 def test_chat_engine_serves_smollm2_with_a_sensible_greedy_answer(smol_store: SmolStore):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from serving.engine import BASE_ONLY, ChatEngine
     from trainers.generate import generate_answer
-    from ui.engine import BASE_ONLY, ChatEngine
 
     engine = ChatEngine(base="smollm2")
     reply = engine.generate(BASE_ONLY, QUESTION, max_new_tokens=40)

@@ -165,7 +165,7 @@ def free_port() -> int:
 
 @pytest.fixture
 def engine(chat_store: TinyModelFiles):
-    from ui.engine import ChatEngine
+    from serving.engine import ChatEngine
 
     return ChatEngine(base="tiny-chat", device="cpu")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ui.engine import BASE_ONLY
+from serving.engine import BASE_ONLY
 
 CHROMIUM = Path("/usr/bin/chromium")
 QUESTION = "What is a low-rank adapter?"

@@ -9,9 +9,9 @@ import torch
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
+from serving.engine import BASE_ONLY
 from tests.ui.conftest import free_port, register_adapter
 from ui.cli import launch
-from ui.engine import BASE_ONLY
 
 TOKENS = 12
 

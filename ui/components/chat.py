@@ -10,6 +10,7 @@ from typing import Any
 
 import gradio as gr
 
+from serving.engine import ChatEngine
 from ui.components.common import (
     DEFAULT_MAX_NEW_TOKENS,
     MAX_MESSAGE_CHARS,
@@ -21,7 +22,6 @@ from ui.components.common import (
     with_system,
 )
 from ui.components.compare import build_compare
-from ui.engine import ChatEngine
 from ui.i18n import I18N
 
 log = logging.getLogger(__name__)

@@ -9,6 +9,7 @@ from typing import Any
 
 import gradio as gr
 
+from serving.engine import BASE_ONLY, ChatEngine
 from ui.components.common import (
     GenerationSettings,
     checked_message,
@@ -16,7 +17,6 @@ from ui.components.common import (
     user_errors,
     with_system,
 )
-from ui.engine import BASE_ONLY, ChatEngine
 from ui.i18n import I18N
 
 Messages = list[dict[str, Any]]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from serving.engine import BASE_ONLY, ChatEngine, ChatError
 from tests.ui.conftest import register_adapter
-from ui.engine import BASE_ONLY, ChatEngine, ChatError
 
 QUESTION = [{"role": "user", "content": "What is a low-rank adapter?"}]
 

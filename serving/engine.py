@@ -338,28 +338,14 @@ class ChatEngine:
         top_p: float,
         streamer: Any = None,
     ) -> str:
-        import torch
-
         if self.is_diffusion:
             return self._run_diffusion(chat, max_new_tokens, temperature, streamer)
+        from trainers.generate import decode_answer, generate_ids
+
         input_ids = self._prompt_ids(chat, max_new_tokens)
-        sampling: dict[str, Any] = {"do_sample": False}
-        if temperature > 0:
-            sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p}
-        pad_id = self.tokenizer.pad_token_id
-        if pad_id is None:
-            pad_id = self.tokenizer.eos_token_id
-        with torch.inference_mode():
-            output = self.model.generate(
-                input_ids=input_ids,
-                attention_mask=torch.ones_like(input_ids),
-                max_new_tokens=max_new_tokens,
-                pad_token_id=pad_id,
-                streamer=streamer,
-                **sampling,
-            )
-        new_tokens = output[0, input_ids.shape[1] :]
-        return self.tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+        new_tokens = generate_ids(self.model, self.tokenizer, input_ids, max_new_tokens,
+                                  temperature=temperature, top_p=top_p, streamer=streamer)
+        return decode_answer(self.tokenizer, new_tokens)
 
     def _run_diffusion(
         self,
