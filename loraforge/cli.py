@@ -31,6 +31,7 @@ from curation.cli import data_app
 from loraforge.demo import demo_command
 from publishing.cli import export_command, hub_app, merge_command
 from registry.cli import adapters_app, db_app
+from serving.cli import serve_command
 from trainers.cli import base_app, train_app, trainers_app
 from trainers.eval_cli import eval_command
 from trainers.plugin_scaffold import plugin_app
@@ -57,6 +58,7 @@ app.add_typer(adapters_app, name="adapters")
 app.add_typer(hub_app, name="hub")
 app.command("eval")(eval_command)
 app.command("ui")(ui_command)
+app.command("serve")(serve_command)
 app.command("demo")(demo_command)
 
 _debug = False

@@ -31,7 +31,7 @@ def listed_commands(help_text: str) -> set[str]:
 def test_help_lists_every_command_group(tmp_path: Path) -> None:
     result = run_cli("--help", home=tmp_path)
     assert result.returncode == 0
-    assert listed_commands(result.stdout) == {*GROUPS, "eval", "demo-site"}
+    assert listed_commands(result.stdout) == {*GROUPS, "eval", "demo-site", "serve"}
 
 
 def test_db_upgrade_creates_a_fresh_sqlite_store(tmp_path: Path) -> None:
