@@ -19,6 +19,7 @@ import json
 import os
 import queue
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -33,19 +34,33 @@ LOG_TAIL_LINES = 40
 
 # --- the child's side -----------------------------------------------------------------------
 
+def _own_events_fd() -> int | None:
+    """The events pipe this process was given, taken out of the environment at import so that
+    no grandchild inherits the number (in a grandchild it could be any file, such as the
+    SQLite store, and a JSON line written there would corrupt it)."""
+    value = os.environ.pop(EVENTS_FD_ENV, None)
+    try:
+        fd = int(value) if value else None
+        return fd if fd is not None and stat.S_ISFIFO(os.fstat(fd).st_mode) else None
+    except (ValueError, OSError):
+        return None
+
+
+_EVENTS_FD = _own_events_fd()
+
+
 def reporting() -> bool:
     """Whether this process was started as a job (its events are read by someone)."""
-    return bool(os.environ.get(EVENTS_FD_ENV))
+    return _EVENTS_FD is not None
 
 
 def emit(event: str, **data: Any) -> None:
     """Send one event to the parent job, if there is one; a no-op for a plain CLI run."""
-    fd = os.environ.get(EVENTS_FD_ENV)
-    if not fd:
+    if _EVENTS_FD is None:
         return
     line = json.dumps({"event": event, **data}, default=str) + "\n"
     try:
-        os.write(int(fd), line.encode("utf-8"))
+        os.write(_EVENTS_FD, line.encode("utf-8"))
     except OSError:  # the parent went away; the job itself goes on (and records its result)
         pass
 

@@ -23,6 +23,7 @@ from typing import Any
 from core.settings import get_settings
 from publishing import gguf_file
 from publishing.errors import ExportError
+from publishing.merge import load_base
 from publishing.ollama import modelfile
 from registry.adapter_files import check_adapter_dir
 from registry.adapters import AdapterRecord, get_adapter
@@ -122,13 +123,8 @@ def _load(record: AdapterRecord, base: BaseRecord, lora: bool, say: StatusFn):
     if lora:
         check_lora_config(config, record.label)
     say(f"loading base {base.name}")
-    try:
-        model = AutoModelForCausalLM.from_pretrained(base.model_path, dtype=torch.float32,
-                                                     use_safetensors=True)
-    except (OSError, ValueError) as exc:
-        raise ExportError(f"cannot load base {base.name!r} from {base.model_path}: "
-                          f"{str(exc).splitlines()[0]}") from exc
-    return model.eval(), None, AutoTokenizer.from_pretrained(base.model_path)
+    model = load_base(base.name, base.model_path)
+    return model, None, AutoTokenizer.from_pretrained(base.model_path)
 
 
 def check_lora_config(config: dict[str, Any], label: str) -> None:

@@ -267,8 +267,13 @@ class ChatEngine:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
-        tokenizer = AutoTokenizer.from_pretrained(self.base_path,
-                                                  trust_remote_code=self.is_diffusion)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(self.base_path,
+                                                      trust_remote_code=self.is_diffusion)
+        except (OSError, ValueError) as exc:  # a missing or damaged tokenizer: say which base
+            raise ChatError(f"cannot load the tokenizer of base {self.base_name!r} from "
+                            f"{self.base_path} ({str(exc).splitlines()[0]}); re-add the base "
+                            "or serve another with --base") from exc
         if tokenizer.chat_template is None:
             raise ChatError(f"base model {self.base_name!r} has no chat template in its tokenizer")
         extra: dict[str, Any] = {}

@@ -346,7 +346,8 @@ CASES: list[tuple[str, list[str], str]] = [
     ("demo-push", ["demo", "--push", "not a repo", "--no-ui"], "not a repo"),
     # db and the top level
     ("db-upgrade-unknown-revision", ["db", "upgrade", "nope"], "cannot upgrade to 'nope'"),
-    ("top-unknown-command", ["serve"], "No such command 'serve'"),
+    ("top-unknown-command", ["serv"], "No such command 'serv'"),
+    ("serve-broken-base", ["serve"], "cannot load the tokenizer of base"),
     ("top-unknown-option", ["--verbose"], "No such option: --verbose"),
 ]
 

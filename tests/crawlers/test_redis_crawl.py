@@ -77,11 +77,15 @@ def test_two_crawlers_sharing_redis_fetch_and_store_each_page_once(home: Path,
     for crawler, output in zip(crawlers, outputs, strict=True):
         assert crawler.returncode == 0, output[-2000:]
         assert "scrapy_redis.scheduler.Scheduler" in output
+    # What each crawler said about robots.txt, for the record if the counts below are wrong.
+    robots = [line for o in outputs for line in o.splitlines()
+              if "robots" in line.lower() or "staff-notes" in line]
     pages = Counter(p for p in log if p.endswith(".html"))
     assert pages and max(pages.values()) == 1, pages  # no page fetched by both crawlers
     with db.session_scope() as session:
         stored = {(u, collapse_whitespace(q), collapse_whitespace(a)) for u, q, a in
                   session.execute(select(QAPair.source, QAPair.question, QAPair.answer))}
-        assert session.scalar(select(func.count()).select_from(Article)) == 2 * per_collection
+        assert session.scalar(select(func.count()).select_from(Article)) == \
+            2 * per_collection, robots
     assert stored == truth
     assert redis.Redis.from_url(redis_url).exists("qa:dupefilter")
