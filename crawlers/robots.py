@@ -52,14 +52,14 @@ class FailClosedRobotsTxtMiddleware(RobotsTxtMiddleware):
         from scrapy.utils.httpobj import urlparse_cached
 
         parser = self._parsers.get(urlparse_cached(request).netloc)
-        agent = self._robotstxt_useragent or request.headers.get(b"User-Agent",
-                                                                 self._default_useragent)
-        if parser is not None and hasattr(parser, "allowed") \
-                and not parser.allowed(request.url, agent):
-            logger.warning("%s was fetched although robots.txt forbids it; dropped",
-                           request.url)
-            self._stats.inc_value("robotstxt/forbidden_late")
-            raise IgnoreRequest("Forbidden by robots.txt")
+        if hasattr(parser, "allowed"):  # parsed (not pending): the same check as on request
+            try:
+                self.process_request_2(parser, request)
+            except IgnoreRequest:
+                logger.warning("%s was fetched although robots.txt forbids it; dropped",
+                               request.url)
+                self._stats.inc_value("robotstxt/forbidden_late")
+                raise
         return response
 
     def _robots_error(self, exc: Exception, netloc: str) -> None:

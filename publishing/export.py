@@ -25,7 +25,7 @@ from publishing import gguf_file
 from publishing.errors import ExportError
 from publishing.merge import load_base
 from publishing.ollama import modelfile
-from registry.adapter_files import check_adapter_dir
+from registry.adapter_files import check_adapter_dir, not_plain_lora
 from registry.adapters import AdapterRecord, get_adapter
 from registry.bases import BaseRecord, find_base
 from registry.exports import record_export
@@ -130,12 +130,10 @@ def _load(record: AdapterRecord, base: BaseRecord, lora: bool, say: StatusFn):
 def check_lora_config(config: dict[str, Any], label: str) -> None:
     """Refuse, from adapter_config.json and before any model is loaded, an adapter that a LoRA
     GGUF cannot hold."""
-    if config.get("peft_type") != "LORA":
-        raise ExportError(f"{label} is a {config.get('peft_type')} adapter; a LoRA GGUF holds "
-                          "LoRA only: export it merged (without --lora)")
-    if config.get("use_dora"):
-        raise ExportError(f"{label} is a DoRA adapter, which llama.cpp's LoRA format cannot "
-                          "express; export it merged (without --lora)")
+    problem = not_plain_lora(config)
+    if problem:
+        raise ExportError(f"{label} is {problem}, which llama.cpp's LoRA format cannot express; "
+                          "export it merged (without --lora)")
     if config.get("modules_to_save"):
         raise ExportError(f"{label} also trains whole modules ({config['modules_to_save']}), "
                           "which a LoRA GGUF cannot hold; export it merged (without --lora)")
@@ -163,7 +161,7 @@ def lora_pairs(peft_model: Any, label: str) -> list[gguf_file.LoraPair]:
 
 
 @dataclass
-class _Job:
+class _Export:
     """One export: what is known once the adapter and its base are checked."""
 
     record: AdapterRecord
@@ -260,7 +258,7 @@ def export_gguf(label_or_id: str | int, *, quantization: str = "f16", out: Path 
     record = get_adapter(label_or_id)
     base, config = _checked_base(record)
     base_model, model, tokenizer = _load(record, base, lora, say)
-    job = _Job(record, base, config, quant, Path(out) if out else default_out_dir(record),
+    plan = _Export(record, base, config, quant, Path(out) if out else default_out_dir(record),
                tokenizer, _source_pre(base), say, progress)
     files: list[ExportedFile] = []
     base_file, alpha, checked = None, None, None
@@ -268,17 +266,17 @@ def export_gguf(label_or_id: str | int, *, quantization: str = "f16", out: Path 
         from peft import PeftModel
 
         if lora:
-            base_file = job.shared_base(base_model)  # before merging rewrites its weights
+            base_file = plan.shared_base(base_model)  # before merging rewrites its weights
         say(f"loading adapter {record.label}")
         model = PeftModel.from_pretrained(base_model, record.path).eval()
         if lora:
-            exported, alpha = job.lora(model, base_file)
+            exported, alpha = plan.lora(model, base_file)
             files.append(exported)
         if merged:
             say("merging the adapter into its base")
             model = model.merge_and_unload()
     if merged:
-        files.append(job.merged(model))
+        files.append(plan.merged(model))
         if verify:
             say("reading the GGUF back with transformers")
             checked = round_trip(files[-1].path, model, tokenizer)

@@ -205,10 +205,10 @@ def chat_template(tokenizer: Any) -> str | None:
 
 
 def _write(writer: Any, progress: bool) -> None:
+    """Header, metadata, tensors; the callers' ``finally`` closes the file."""
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file(progress=progress)
-    writer.close()
 
 
 def write_model(path: Path, model: Any, tokenizer: Any, *, name: str, quant: Quantization,

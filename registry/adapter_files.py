@@ -82,3 +82,13 @@ def _check_length(weights: Path, size: int, who: str) -> None:
     if 8 + header_len + end > size:
         raise AdapterFileError(f"{who}: {weights} is cut short ({size:,} of "
                                f"{8 + header_len + end:,} bytes); re-save or re-download it")
+
+
+def not_plain_lora(config: dict[str, Any]) -> str | None:
+    """Why an adapter is not plain LoRA (A/B matrices and nothing else), e.g. "a DoRA
+    adapter"; None when it is. Formats that hold LoRA only (llama.cpp's, vLLM's) refuse these."""
+    if config.get("peft_type") != "LORA":
+        return f"a {config.get('peft_type')} adapter"
+    if config.get("use_dora"):
+        return "a DoRA adapter"
+    return None

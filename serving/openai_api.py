@@ -84,14 +84,8 @@ def _count(engine: ChatEngine, text: str) -> int:
         if engine.tokenizer is not None else 0
 
 
-def _usage(engine: ChatEngine, prompt: str, reply: str) -> dict[str, int]:
-    prompt_tokens, completion_tokens = _count(engine, prompt), _count(engine, reply)
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
-
-
-def _finish(engine: ChatEngine, reply: str, max_tokens: int) -> str:
-    return "length" if _count(engine, reply) >= max_tokens else "stop"
+def _finish(completion_tokens: int, max_tokens: int) -> str:
+    return "length" if completion_tokens >= max_tokens else "stop"
 
 
 def _sse(payload: dict[str, Any] | str) -> str:
@@ -157,8 +151,11 @@ def build_app(engine: ChatEngine, api_key: str | None = None) -> FastAPI:
                 reply = engine.generate(choice, messages, **settings)
             except LoraForgeError as exc:
                 raise ApiError(400, str(exc)) from exc
-            return {**shaped(reply, _finish(engine, reply, max_tokens), delta=False),
-                    "usage": _usage(engine, prompt, reply)}
+            prompt_tokens, completion_tokens = _count(engine, prompt), _count(engine, reply)
+            return {**shaped(reply, _finish(completion_tokens, max_tokens), delta=False),
+                    "usage": {"prompt_tokens": prompt_tokens,
+                              "completion_tokens": completion_tokens,
+                              "total_tokens": prompt_tokens + completion_tokens}}
 
         try:  # the first step runs now, so a bad request is an error status, not a stream
             pieces = engine.stream(choice, messages, **settings)
@@ -183,7 +180,7 @@ def build_app(engine: ChatEngine, api_key: str | None = None) -> FastAPI:
             if len(text) > len(sent) and text.startswith(sent):
                 yield _sse(shaped(text[len(sent):], None, delta=True))
                 sent = text
-            yield _sse(shaped("", _finish(engine, sent, max_tokens), delta=True))
+            yield _sse(shaped("", _finish(_count(engine, sent), max_tokens), delta=True))
             yield _sse("[DONE]")
 
         return StreamingResponse(iterate_in_threadpool(events()),

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import LoraForgeError
-from registry.adapter_files import read_adapter_config
+from registry.adapter_files import not_plain_lora, read_adapter_config
 from registry.adapters import list_adapters
 from registry.bases import find_base
 
@@ -53,12 +53,10 @@ def vllm_plan(base_name: str, *, host: str = "127.0.0.1", port: int = 8000,
         if adapter.base_name != base_name:
             continue
         config = read_adapter_config(Path(adapter.path), f"adapter {adapter.label}")
-        if config.get("peft_type") != "LORA":
-            raise VllmError(f"{adapter.label} is a {config.get('peft_type')} adapter; vLLM "
-                            "serves LoRA adapters only (delete it or serve another base)")
-        if config.get("use_dora"):
-            raise VllmError(f"{adapter.label} is a DoRA adapter, which vLLM cannot serve; "
-                            "merge it (`loraforge adapters merge`) and serve that model instead")
+        problem = not_plain_lora(config)
+        if problem:
+            raise VllmError(f"{adapter.label} is {problem}, which vLLM cannot serve; merge it "
+                            "(`loraforge adapters merge`) and serve that model instead")
         ranks.append(max([int(config.get("r", 8)), *map(int, (config.get("rank_pattern")
                                                                or {}).values())]))
         adapters[adapter.label] = adapter.path
