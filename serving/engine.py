@@ -2,14 +2,15 @@
 
 The base model is loaded once per engine. Adapters are attached with PEFT the first time they
 are asked for and stay attached (up to ``max_adapters``, least recently used dropped first);
-switching between them is ``set_adapter``, never a reload. One lock covers switching and
-generation, streamed or not, so two requests on different adapters cannot see each other's
-active adapter.
+switching between them is ``set_adapter``, never a reload. Requests are queued and decoded in
+batches, each row on its own adapter (serving/batching.py); one thread decodes, and one lock
+covers loading, switching and decoding, so no request sees another's adapter.
 """
 
 from __future__ import annotations
 
-import queue
+import contextlib
+import logging
 import re
 import threading
 from collections import OrderedDict
@@ -20,13 +21,17 @@ from typing import Any
 from core.device import resolve_device
 from core.errors import LoraForgeError
 from core.settings import get_settings
-from registry.adapter_files import AdapterFileError, check_adapter_dir
+from registry.adapter_files import AdapterFileError, check_adapter_dir, not_plain_lora
 from registry.adapters import AdapterRecord, list_adapters
 from registry.bases import list_bases
 from registry.db import ensure_schema
+from serving.batching import BatchScheduler, ChatRequest, RowStreamer
 
 BASE_ONLY = "base model only"
 DEFAULT_MAX_ADAPTERS = 8
+DEFAULT_MAX_BATCH = 16
+
+logger = logging.getLogger(__name__)
 
 
 class ChatError(LoraForgeError):
@@ -57,9 +62,9 @@ def _resolve_base(name: str | None) -> tuple[str, str, str]:
     return name, bases[name], records[name].kind
 
 
-def _check_safetensors(choice: AdapterRecord) -> None:
+def _check_safetensors(choice: AdapterRecord) -> dict[str, Any]:
     try:
-        check_adapter_dir(Path(choice.path), f"adapter {choice.label}")
+        return check_adapter_dir(Path(choice.path), f"adapter {choice.label}")
     except AdapterFileError as exc:
         raise ChatError(str(exc)) from exc
 
@@ -75,27 +80,6 @@ def _text_of(content: Any) -> str:
     return ""
 
 
-class _TokenQueue:
-    """A ``generate`` streamer that hands new token ids to another thread.
-
-    ``generate`` puts the prompt first, then each new token; ``end`` marks the finish (it may
-    come twice when generation fails, which the reader never sees).
-    """
-
-    def __init__(self) -> None:
-        self.queue: queue.SimpleQueue[list[int] | None] = queue.SimpleQueue()
-        self._prompt_seen = False
-
-    def put(self, value: Any) -> None:
-        if not self._prompt_seen:
-            self._prompt_seen = True
-            return
-        self.queue.put([int(i) for i in value.reshape(-1).tolist()])
-
-    def end(self) -> None:
-        self.queue.put(None)
-
-
 class ChatEngine:
     """Owns the models the chat UI talks to; safe to call from several threads."""
 
@@ -107,6 +91,8 @@ class ChatEngine:
         load_in_4bit: bool = False,
         max_adapters: int = DEFAULT_MAX_ADAPTERS,
         diffusion_block_length: int = 32,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        gather_seconds: float = 0.005,
     ) -> None:
         ensure_schema()
         self.base_name, self.base_path, self.base_kind = _resolve_base(base)
@@ -118,15 +104,25 @@ class ChatEngine:
             raise ChatError("4-bit loading needs a CUDA GPU; drop --load-4bit on this machine")
         if max_adapters < 1:
             raise ChatError("max_adapters must be at least 1")
+        if max_batch < 1:
+            raise ChatError("max_batch must be at least 1")
         self.load_in_4bit = load_in_4bit
         self.max_adapters = max_adapters
+        self.max_batch = max_batch
         self.base_loads = 0
         self.adapter_loads = 0
+        self.tokens_decoded = 0  # new tokens handed to callers, over all requests
         self.model: Any = None
         self.tokenizer: Any = None
         # adapter label -> PEFT adapter name, least recently used first
         self._peft_names: OrderedDict[str, str] = OrderedDict()
         self._lock = threading.Lock()
+        self._unmixable_logged: set[str] = set()
+        # A masked-diffusion sampler takes one prompt at a time.
+        self._scheduler = BatchScheduler(self._run_batch,
+                                         max_rows=1 if self.is_diffusion else max_batch,
+                                         max_adapters=max_adapters,
+                                         gather_seconds=gather_seconds)
 
     def load(self) -> None:
         """Load the base model now rather than on the first request (no-op once loaded)."""
@@ -135,12 +131,12 @@ class ChatEngine:
 
     def activate(self, adapter_label: str) -> None:
         """Attach (if needed) and select an adapter now: a warm-up, and what benchmarks time."""
-        choice, _ = self._prepare(adapter_label, [{"role": "user", "content": ""}])
+        choice, _, _ = self._prepare(adapter_label, [{"role": "user", "content": ""}])
         if choice is None:
             raise ChatError("activate takes an adapter label, not the base model")
         with self._lock:
             self._ensure_base()
-            self._activate(choice)
+            self.model.set_adapter(self._attach([choice])[0])
 
     def list_choices(self) -> list[str]:
         """Picker labels: base only, then the adapters of this base, read fresh from the store."""
@@ -169,6 +165,11 @@ class ChatEngine:
         return self.base_kind == "masked_diffusion"
 
     @property
+    def batch_stats(self) -> tuple[int, int]:
+        """(batches decoded so far, rows in the largest of them)."""
+        return self._scheduler.batches, self._scheduler.largest_batch
+
+    @property
     def loaded_adapters(self) -> list[str]:
         """Labels of the adapters attached to the base now, least recently used first."""
         return list(self._peft_names)
@@ -182,13 +183,10 @@ class ChatEngine:
         top_p: float = 1.0,
     ) -> str:
         """The assistant's reply to ``messages``; greedy unless ``temperature`` > 0."""
-        choice, chat = self._prepare(adapter_label, messages)
-        with self._lock:
-            self._ensure_base()
-            if choice is None:
-                return self._generate_base_only(chat, max_new_tokens, temperature, top_p)
-            self._activate(choice)
-            return self._run(chat, max_new_tokens, temperature, top_p)
+        request = self._submit(adapter_label, messages, max_new_tokens, temperature, top_p)
+        while request.chunks.get() is not None:
+            pass
+        return self._outcome(request)
 
     def stream(
         self,
@@ -200,54 +198,98 @@ class ChatEngine:
     ) -> Iterator[str]:
         """The reply as it grows: each item is the whole text so far.
 
-        A worker thread holds the lock from the switch to the last token, so a stream is
-        never interleaved with another request's adapter; the caller only reads the queue.
-        The first item comes one token after the request is served.
+        The request is queued at once and decoded in a batch with whatever else is waiting
+        (see serving/batching.py); the first item comes one token after its batch starts.
+        Closing the iterator early cancels the request: its row stops at the next step.
         """
-        choice, chat = self._prepare(adapter_label, messages)
-        tokens = _TokenQueue()
-        failure: list[BaseException] = []
+        request = self._submit(adapter_label, messages, max_new_tokens, temperature, top_p)
+        return self._texts(request)
 
-        def work() -> None:
-            try:
-                with self._lock:
-                    self._ensure_base()
-                    if choice is None:
-                        self._generate_base_only(chat, max_new_tokens, temperature, top_p, tokens)
-                    else:
-                        self._activate(choice)
-                        self._run(chat, max_new_tokens, temperature, top_p, tokens)
-            except BaseException as exc:  # re-raised in the caller's thread below
-                failure.append(exc)
-            finally:
-                tokens.end()
-
-        worker = threading.Thread(target=work, name="loraforge-stream", daemon=True)
-        worker.start()
+    def _texts(self, request: ChatRequest) -> Iterator[str]:
         ids: list[int] = []
         shown = ""
-        while (chunk := tokens.queue.get()) is not None:
-            ids += chunk
-            # Decode the whole reply each time: BPE merges and multi-byte characters make
-            # per-token pieces unreliable, and replies are short enough for this to be cheap.
-            text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
-            if text and text != shown:
-                shown = text
-                yield text
-        worker.join()
-        if failure:
-            raise failure[0]
+        try:
+            while (chunk := request.chunks.get()) is not None:
+                ids += chunk
+                # Decode the whole reply each time: BPE merges and multi-byte characters make
+                # per-token pieces unreliable, and replies are short enough for this to be cheap.
+                text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+                if text and text != shown:
+                    shown = text
+                    yield text
+            final = self._outcome(request)
+            if final and final != shown:
+                yield final
+        finally:
+            request.cancelled.set()  # a no-op once finished; frees the row if the caller left
+
+    def _submit(self, adapter_label: str | None, messages: list[dict[str, Any]],
+                max_new_tokens: int, temperature: float, top_p: float) -> ChatRequest:
+        choice, chat, mixable = self._prepare(adapter_label, messages)
+        if max_new_tokens < 1:
+            raise ChatError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        self.load()  # the tokenizer decodes streamed tokens in the caller's thread
+        request = ChatRequest(None if choice is None else choice.label, chat, max_new_tokens,
+                              temperature, top_p, mixable=mixable, adapter=choice)
+        self._scheduler.submit(request)
+        return request
+
+    @staticmethod
+    def _outcome(request: ChatRequest) -> str:
+        if request.error is not None:
+            raise request.error
+        return request.text or ""
+
+    def _run_batch(self, batch: list[ChatRequest]) -> None:
+        """Decode one batch chosen by the scheduler (its thread only); finish every request."""
+        from trainers.generate import decode_answer, generate_batch
+
+        with self._lock:
+            self._ensure_base()
+            rows = []
+            for request in batch:
+                try:
+                    request.prompt_ids = self._prompt_ids(request.chat, request.max_new_tokens)
+                    rows.append(request)
+                except ChatError as exc:
+                    request.finish(error=exc)
+            if not rows:
+                return
+            if self.is_diffusion:
+                for request in rows:  # batches of one, by select_batch's rules for diffusion
+                    request.finish(self._run_diffusion(request))
+                return
+            names = self._attach([r.adapter for r in rows])
+            mixed = len(set(names)) > 1
+            temperature, top_p = rows[0].sampling
+            streamer = RowStreamer(rows, {self.tokenizer.eos_token_id})
+            with self._only(None if mixed else names[0]):
+                generate_batch(self.model, self.tokenizer, [r.prompt_ids for r in rows],
+                               max(r.max_new_tokens for r in rows), temperature=temperature,
+                               top_p=top_p, streamer=streamer, stopping_criteria=streamer,
+                               adapter_names=names if mixed else None, device=self.device)
+            for request in rows:
+                self.tokens_decoded += len(request.ids)
+                request.finish(decode_answer(self.tokenizer, request.ids))
 
     def _prepare(
         self, adapter_label: str | None, messages: list[dict[str, Any]]
-    ) -> tuple[AdapterRecord | None, list[dict[str, str]]]:
+    ) -> tuple[AdapterRecord | None, list[dict[str, str]], bool]:
+        """The adapter, the conversation as plain text, and whether the request may share a
+        batch with other adapters (plain LoRA or the base, on an autoregressive base)."""
         choice = None if adapter_label in (None, "", BASE_ONLY) else self._find(adapter_label)
+        mixable = not self.is_diffusion
         if choice is not None:
-            _check_safetensors(choice)
+            reason = not_plain_lora(_check_safetensors(choice))
+            if reason and mixable and choice.label not in self._unmixable_logged:
+                self._unmixable_logged.add(choice.label)
+                logger.info("adapter %s is %s, which PEFT cannot mix per row: its requests are "
+                            "batched only with each other", choice.label, reason)
+            mixable = mixable and reason is None
         chat = [{"role": m["role"], "content": _text_of(m.get("content"))} for m in messages]
         if not chat:
             raise ChatError("nothing to answer: the conversation is empty")
-        return choice, chat
+        return choice, chat, mixable
 
     def _find(self, label: str) -> AdapterRecord:
         for choice in list_adapters():
@@ -300,82 +342,62 @@ class ChatEngine:
         self.model, self.tokenizer = model, tokenizer
         self.base_loads += 1
 
-    def _activate(self, choice: AdapterRecord) -> None:
+    def _attach(self, choices: list[AdapterRecord | None]) -> list[str]:
+        """PEFT adapter names for a batch's rows ("__base__" for none), loading adapters not yet
+        attached. Only adapters outside this batch are evicted, so no row loses its own."""
         from peft import PeftModel
 
-        name = self._peft_names.get(choice.label)
-        if name is None:
-            # PEFT adapter names become module keys, which may not contain dots.
-            name = f"a{choice.id}_" + re.sub(r"\W", "_", choice.label)
-            if isinstance(self.model, PeftModel):
-                self.model.load_adapter(choice.path, adapter_name=name)
-            else:
-                self.model = PeftModel.from_pretrained(self.model, choice.path, adapter_name=name)
-            self.model.eval()
-            self._peft_names[choice.label] = name
-            self.adapter_loads += 1
-        self._peft_names.move_to_end(choice.label)
+        wanted = {c.label: c for c in choices if c is not None}
+        for label, choice in wanted.items():
+            if label not in self._peft_names:
+                # PEFT adapter names become module keys, which may not contain dots.
+                name = f"a{choice.id}_" + re.sub(r"\W", "_", label)
+                if isinstance(self.model, PeftModel):
+                    self.model.load_adapter(choice.path, adapter_name=name)
+                else:
+                    self.model = PeftModel.from_pretrained(self.model, choice.path,
+                                                           adapter_name=name)
+                self.model.eval()
+                self._peft_names[label] = name
+                self.adapter_loads += 1
+            self._peft_names.move_to_end(label)
+        for label in [k for k in self._peft_names if k not in wanted]:
+            if len(self._peft_names) <= self.max_adapters:
+                break
+            self.model.delete_adapter(self._peft_names.pop(label))
+        return [self._peft_names[c.label] if c is not None else "__base__" for c in choices]
+
+    def _only(self, name: str | None) -> contextlib.AbstractContextManager[Any]:
+        """Decode through one adapter (or the base alone for "__base__"); None: rows say."""
+        from peft import PeftModel
+
+        if name is None or not isinstance(self.model, PeftModel):
+            return contextlib.nullcontext()
+        if name == "__base__":
+            return self.model.disable_adapter()
         self.model.set_adapter(name)
-        while len(self._peft_names) > self.max_adapters:
-            _, evicted = self._peft_names.popitem(last=False)
-            self.model.delete_adapter(evicted)
+        return contextlib.nullcontext()
 
-    def _generate_base_only(
-        self,
-        chat: list[dict[str, str]],
-        max_new_tokens: int,
-        temperature: float,
-        top_p: float,
-        streamer: Any = None,
-    ) -> str:
-        from peft import PeftModel
+    def _run_diffusion(self, request: ChatRequest) -> str:
+        import torch
 
-        if isinstance(self.model, PeftModel):
-            with self.model.disable_adapter():
-                return self._run(chat, max_new_tokens, temperature, top_p, streamer)
-        return self._run(chat, max_new_tokens, temperature, top_p, streamer)
-
-    def _run(
-        self,
-        chat: list[dict[str, str]],
-        max_new_tokens: int,
-        temperature: float,
-        top_p: float,
-        streamer: Any = None,
-    ) -> str:
-        if self.is_diffusion:
-            return self._run_diffusion(chat, max_new_tokens, temperature, streamer)
-        from trainers.generate import decode_answer, generate_ids
-
-        input_ids = self._prompt_ids(chat, max_new_tokens)
-        new_tokens = generate_ids(self.model, self.tokenizer, input_ids, max_new_tokens,
-                                  temperature=temperature, top_p=top_p, streamer=streamer)
-        return decode_answer(self.tokenizer, new_tokens)
-
-    def _run_diffusion(
-        self,
-        chat: list[dict[str, str]],
-        max_new_tokens: int,
-        temperature: float,
-        streamer: _TokenQueue | None,
-    ) -> str:
         from trainers.diffusion.loading import answer_ids
         from trainers.diffusion.sampler import SamplerConfig
 
-        sampler = SamplerConfig.for_length(max_new_tokens, self.diffusion_block_length,
-                                           temperature=temperature)
-        sent = 0
+        with self._only(self._attach([request.adapter])[0]):
+            sampler = SamplerConfig.for_length(request.max_new_tokens,
+                                               self.diffusion_block_length,
+                                               temperature=request.temperature)
 
-        def on_prefix(ids: list[int]) -> None:
-            nonlocal sent
-            if streamer is not None and len(ids) > sent:
-                streamer.queue.put(ids[sent:])
-                sent = len(ids)
+            def on_prefix(ids: list[int]) -> None:
+                if len(ids) > len(request.ids):
+                    request.chunks.put(ids[len(request.ids):])
+                    request.ids = list(ids)
 
-        return answer_ids(self.model, self.tokenizer, self._prompt_ids(chat, max_new_tokens),
-                          sampler, on_prefix=on_prefix)
+            prompt = torch.tensor([request.prompt_ids], device=self.device)
+            return answer_ids(self.model, self.tokenizer, prompt, sampler, on_prefix=on_prefix)
 
-    def _prompt_ids(self, chat: list[dict[str, str]], max_new_tokens: int) -> Any:
+    def _prompt_ids(self, chat: list[dict[str, str]], max_new_tokens: int) -> list[int]:
         """Prompt token ids, dropping the oldest turns until prompt and reply fit the context."""
         limit = getattr(self.model.config, "max_position_embeddings", None) or 1_000_000
         while True:
@@ -383,7 +405,7 @@ class ChatEngine:
                 chat, add_generation_prompt=True, return_tensors="pt", return_dict=True
             )["input_ids"]
             if ids.shape[1] + max_new_tokens <= limit:
-                return ids.to(self.device)
+                return ids[0].tolist()
             droppable = [i for i, m in enumerate(chat[:-1]) if m["role"] != "system"]
             if not droppable:
                 raise ChatError(

@@ -149,7 +149,7 @@ def build_chat_tab(engine: ChatEngine) -> ChatTab:
         inputs=[adapter, message, chatbot, *settings.inputs()],
         outputs=[chatbot, message],
         api_name="chat_stream",
-        concurrency_limit=2,
+        concurrency_limit=engine.max_batch,
         concurrency_id="generate",
     )
     whole_reply.click(
@@ -157,7 +157,7 @@ def build_chat_tab(engine: ChatEngine) -> ChatTab:
         inputs=[adapter, message, chatbot, settings.max_new_tokens],
         outputs=[chatbot, message],
         api_name="chat",
-        concurrency_limit=2,
+        concurrency_limit=engine.max_batch,
         concurrency_id="generate",
     )
     clear.click(lambda: ([], ""), outputs=[chatbot, message], api_name=False, queue=False)

@@ -89,7 +89,7 @@ def build_compare(engine: ChatEngine, settings: GenerationSettings) -> CompareSe
         inputs=[left, right, message, *settings.inputs()],
         outputs=[left_pane, right_pane, message],
         api_name="compare",
-        concurrency_limit=2,
+        concurrency_limit=engine.max_batch,
         concurrency_id="generate",
     )
     return CompareSection(left, right)

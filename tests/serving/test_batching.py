@@ -1,0 +1,145 @@
+"""Concurrent requests decoded in shared batches: every greedy reply equals the same request
+served alone, whatever its neighbours' adapters, lengths and budgets."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from serving.batching import ChatRequest, select_batch
+from serving.engine import BASE_ONLY, ChatEngine
+from tests.ui.conftest import _build_adapter, register_adapter
+
+QUESTIONS = [
+    "What is a low-rank adapter?",
+    "Why?",
+    "How do adapters change the replies of a small language model on health questions?",
+    "What is glaucoma?",
+    "Tell me about the optic nerve and the pressure inside the eye, briefly please.",
+    "Is it safe?",
+    "What does rank mean here?",
+    "Which adapter is this?",
+]
+
+
+def _ask(question: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": question}]
+
+
+def _concurrently(engine: ChatEngine, jobs: list[tuple[str, str, int]], *, stream_every: int = 2
+                  ) -> list[str]:
+    """Replies to (choice, question, budget) jobs sent from one thread each, all at once;
+    every ``stream_every``-th job streams instead of waiting for the whole reply."""
+    replies: list[str | BaseException] = [""] * len(jobs)
+    start = threading.Barrier(len(jobs))
+
+    def run(i: int, choice: str, question: str, budget: int) -> None:
+        start.wait()
+        try:
+            if i % stream_every:
+                replies[i] = engine.generate(choice, _ask(question), max_new_tokens=budget)
+            else:
+                replies[i] = list(engine.stream(choice, _ask(question), max_new_tokens=budget))[-1]
+        except BaseException as exc:  # noqa: BLE001 (reported below)
+            replies[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i, *job)) for i, job in enumerate(jobs)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    failures = [r for r in replies if isinstance(r, BaseException)]
+    assert not failures, failures
+    return replies  # type: ignore[return-value]
+
+
+@pytest.fixture
+def three_adapters(chat_store, tmp_path: Path) -> list[str]:
+    _build_adapter(chat_store.base, tmp_path / "adapter-c", seed=3)
+    register_adapter("gamma", tmp_path / "adapter-c")
+    return ["alpha:v1", "beta:v1", "gamma:v1"]
+
+
+def test_mixed_adapter_batches_equal_each_request_served_alone(chat_store, three_adapters):
+    # The wide gathering window makes the eight requests share one batch on a busy machine.
+    engine = ChatEngine(base="tiny-chat", device="cpu", gather_seconds=0.5)
+    choices = [*three_adapters, BASE_ONLY] * 2
+    jobs = [(c, q, 6 + 3 * i) for i, (c, q) in enumerate(zip(choices, QUESTIONS, strict=True))]
+    alone = [engine.generate(c, _ask(q), max_new_tokens=n) for c, q, n in jobs]
+    assert engine.batch_stats == (len(jobs), 1)
+    # the four models really answer differently, so equality below is not trivially true
+    assert len({engine.generate(c, _ask(QUESTIONS[0]), max_new_tokens=12)
+                for c in choices[:4]}) == 4
+
+    together = _concurrently(engine, jobs)
+
+    assert together == alone
+    batches, largest = engine.batch_stats
+    assert largest >= 6, f"the requests were not batched: largest batch {largest}"
+
+
+def test_an_adapter_outside_the_lru_waits_for_the_next_batch_and_is_never_evicted_mid_batch(
+        chat_store, three_adapters):
+    engine = ChatEngine(base="tiny-chat", device="cpu", max_adapters=2, gather_seconds=0.5)
+    jobs = [(c, q, 10) for c, q in zip([*three_adapters] * 2, QUESTIONS, strict=False)]
+    alone = [engine.generate(c, _ask(q), max_new_tokens=n) for c, q, n in jobs]
+
+    assert _concurrently(engine, jobs) == alone
+    assert len(engine.loaded_adapters) <= 2
+
+
+def test_dora_adapters_are_batched_apart_and_stay_exact(chat_store, tmp_path: Path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(4)
+    model = AutoModelForCausalLM.from_pretrained(chat_store.base, use_safetensors=True)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], use_dora=True,
+                        init_lora_weights=False, task_type="CAUSAL_LM")
+    get_peft_model(model, config).save_pretrained(tmp_path / "dora")
+    register_adapter("dora", tmp_path / "dora")
+
+    engine = ChatEngine(base="tiny-chat", device="cpu", gather_seconds=0.5)
+    jobs = [(c, q, 10) for c, q in zip(["dora:v1", "alpha:v1", BASE_ONLY, "dora:v1"],
+                                        QUESTIONS, strict=False)]
+    alone = [engine.generate(c, _ask(q), max_new_tokens=n) for c, q, n in jobs]
+
+    assert _concurrently(engine, jobs) == alone
+    assert alone[0] != engine.generate(BASE_ONLY, _ask(QUESTIONS[0]), max_new_tokens=10)
+
+
+def test_a_stream_closed_early_stops_its_row_at_the_next_step(engine: ChatEngine):
+    budget = 150
+    whole = engine.generate("alpha:v1", _ask(QUESTIONS[0]), max_new_tokens=budget)
+    before = engine.tokens_decoded
+    engine.generate("alpha:v1", _ask(QUESTIONS[0]), max_new_tokens=budget)
+    full = engine.tokens_decoded - before
+    assert full > 75, "the reply must be long for this test to mean anything"
+
+    before = engine.tokens_decoded
+    pieces = engine.stream("alpha:v1", _ask(QUESTIONS[0]), max_new_tokens=budget)
+    first = next(pieces)
+    pieces.close()
+    engine.generate(BASE_ONLY, _ask("Why?"), max_new_tokens=1)  # served after that batch ends
+    assert whole.startswith(first)
+    assert engine.tokens_decoded - before - 1 < full // 4
+
+
+def _request(label: str | None, temperature: float = 0.0, mixable: bool = True) -> ChatRequest:
+    return ChatRequest(label, [], 8, temperature, 1.0, mixable=mixable)
+
+
+def test_batch_selection_keeps_order_sampling_and_adapter_limits():
+    a, b, c, base = (_request("a"), _request("b"), _request("c"), _request(None))
+    hot = _request("a", temperature=0.7)
+    dora, dora2 = _request("d", mixable=False), _request("d", mixable=False)
+    pending = [a, hot, b, dora, c, base, dora2]
+
+    assert select_batch(pending, max_rows=8, max_adapters=2) == [a, b, base]
+    assert select_batch(pending, max_rows=8, max_adapters=2) == [hot]
+    assert select_batch(pending, max_rows=8, max_adapters=2) == [dora, dora2]
+    assert select_batch(pending, max_rows=1, max_adapters=2) == [c]
+    assert pending == []
