@@ -1,15 +1,16 @@
 """Serving under concurrency: N clients at once on the OpenAI-compatible API, each streaming.
 
-    python benchmarks/serving.py                       # a tiny random Llama and 2 adapters
+    python benchmarks/serving.py                       # a tiny random Llama and 8 adapters
     python benchmarks/serving.py --base smollm2        # a registered base and its adapters
-    python benchmarks/serving.py --clients 1 4 8 16 --tokens 32
+    python benchmarks/serving.py --clients 1 4 8 16 --tokens 32 --rounds 3
 
-Every client sends one streamed chat completion (greedy, a fixed prompt, ``--tokens`` new
-tokens) to its own model id, cycling over the base and its adapters, all at once through the
-official ``openai`` client. In one run it reports, per N: aggregate completion tokens/s, and
-the p50 and p95 time to first token. This is the baseline of today's engine, which serves one
-request at a time under one lock; issue 18's batching engine is to be measured against it
-(goal at N = 8 on 2 CPU cores: 3x the aggregate tokens/s, p95 TTFT within 2x of N = 1).
+Each of N clients sends ``--rounds`` streamed chat completions one after another (greedy, a
+fixed prompt, ``--tokens`` new tokens) to its own model id, cycling over the base's adapters
+and the base, all through the official ``openai`` client. In one run, for the serialized engine
+(batches of one: the engine before batching) and the batching engine, it reports per N the
+aggregate completion tokens/s and the p50 and p95 time to first token, and checks that both
+engines gave every client the same replies. Goal at N = 8 on 2 CPU cores: 3x the serialized
+aggregate tokens/s, and a p95 TTFT within 2x of the single-client figure.
 """
 
 from __future__ import annotations
@@ -65,11 +66,38 @@ def p95(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
 
+def measure(engine, models: list[str], clients: int, rounds: int, tokens: int) -> dict:
+    """Aggregate tokens/s, TTFTs and each client's replies for N clients on a fresh API."""
+    from tests.ui.conftest import free_port
+
+    port = free_port()
+    server = start_api(engine, port)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        def client(i: int) -> list[tuple[float, float, str]]:
+            return [one_client(url, models[i % len(models)], tokens) for _ in range(rounds)]
+
+        start = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=clients) as pool:
+            results = list(pool.map(client, range(clients)))
+        wall = time.perf_counter() - start
+    finally:
+        server.should_exit = True
+    flat = [r for rs in results for r in rs]
+    # Replies re-tokenized: close to the tokens generated (a reply may stop early).
+    total = sum(len(engine.tokenizer(r[2], add_special_tokens=False)["input_ids"]) for r in flat)
+    ttft = [r[0] for r in flat]
+    return {"tokens_per_s": total / wall, "p50": statistics.median(ttft), "p95": p95(ttft),
+            "wall": wall, "replies": [[r[2] for r in rs] for rs in results]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base", help="registered base to serve (default: build a tiny one)")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 8, 16])
     parser.add_argument("--tokens", type=int, default=32, help="new tokens per request")
+    parser.add_argument("--rounds", type=int, default=3, help="requests per client, in turn")
+    parser.add_argument("--adapters", type=int, default=8, help="tiny store: adapters to build")
     parser.add_argument("--hidden", type=int, default=256, help="tiny base hidden size")
     parser.add_argument("--layers", type=int, default=4, help="tiny base layers")
     args = parser.parse_args()
@@ -78,36 +106,34 @@ def main() -> None:
         if args.base is None:
             from benchmarks.ui_latency import build_tiny_store
 
-            base = build_tiny_store(Path(tmp), args.hidden, args.layers)
+            base = build_tiny_store(Path(tmp), args.hidden, args.layers, args.adapters)
         else:
             base = args.base
         from serving.engine import ChatEngine
-        from tests.ui.conftest import free_port
 
-        engine = ChatEngine(base=base)
-        engine.load()
-        models = [engine.base_name, *engine.list_choices()[1:]]
-        port = free_port()
-        server = start_api(engine, port)
-        url = f"http://127.0.0.1:{port}/v1"
-        one_client(url, models[-1], 4)  # warm-up: attach an adapter, first-call costs
-        print(f"engine: serialized (one lock); base {engine.base_name} on {engine.device}; "
-              f"models cycled: {', '.join(models)}; {args.tokens} new tokens per request")
-        print("| clients | aggregate tokens/s | p50 TTFT (s) | p95 TTFT (s) | wall (s) |")
-        print("|---|---|---|---|---|")
+        engines = {"serialized": ChatEngine(base=base, max_batch=1),
+                   "batching": ChatEngine(base=base, max_adapters=max(8, args.adapters + 1))}
+        models = []
+        for engine in engines.values():
+            engine.load()
+            models = [*engine.list_choices()[1:], engine.base_name]
+        print(f"base {base} on {engines['batching'].device}; models cycled: "
+              f"{', '.join(models)}; {args.tokens} new tokens per request, "
+              f"{args.rounds} requests per client")
+        print("| clients | engine | aggregate tokens/s | p50 TTFT (s) | p95 TTFT (s) | wall (s) "
+              "| vs serialized | same replies |")
+        print("|---|---|---|---|---|---|---|---|")
         for n in args.clients:
-            start = time.perf_counter()
-            with ThreadPoolExecutor(max_workers=n) as pool:
-                results = list(pool.map(lambda i: one_client(url, models[i % len(models)],
-                                                             args.tokens), range(n)))
-            wall = time.perf_counter() - start
-            ttft = [r[0] for r in results]
-            # Replies re-tokenized: close to the tokens generated (a reply may stop early).
-            total_tokens = sum(len(engine.tokenizer(r[2], add_special_tokens=False)["input_ids"])
-                               for r in results)
-            print(f"| {n} | {total_tokens / wall:.1f} | {statistics.median(ttft):.2f} | "
-                  f"{p95(ttft):.2f} | {wall:.1f} |")
-        server.should_exit = True
+            runs = {}
+            for kind, engine in engines.items():
+                measure(engine, models, min(n, len(models)), 1, 4)  # warm: attach adapters
+                runs[kind] = measure(engine, models, n, args.rounds, args.tokens)
+            same = runs["batching"]["replies"] == runs["serialized"]["replies"]
+            for kind, run in runs.items():
+                ratio = run["tokens_per_s"] / runs["serialized"]["tokens_per_s"]
+                print(f"| {n} | {kind} | {run['tokens_per_s']:.1f} | {run['p50']:.2f} | "
+                      f"{run['p95']:.2f} | {run['wall']:.1f} | {ratio:.2f}x | "
+                      f"{'yes' if same else 'NO'} |", flush=True)
 
 
 if __name__ == "__main__":

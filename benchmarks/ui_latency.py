@@ -28,8 +28,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 QUESTION = [{"role": "user", "content": "What is a low-rank adapter?"}]
 
 
-def build_tiny_store(root: Path, hidden: int, layers: int) -> str:
-    """A throwaway store with a random Llama and two random LoRA adapters; returns the base."""
+def build_tiny_store(root: Path, hidden: int, layers: int, adapters: int = 2) -> str:
+    """A throwaway store with a random Llama and random LoRA adapters (``bench-a``,
+    ``bench-b``, ...); returns the base's name."""
     os.environ["LORAFORGE_HOME"] = str(root / "home")
     os.environ.pop("LORAFORGE_DATABASE_URL", None)
     import torch
@@ -59,7 +60,8 @@ def build_tiny_store(root: Path, hidden: int, layers: int) -> str:
         base = BaseModel(name="bench-base", source="benchmark", path=str(base_dir))
         session.add(base)
         session.flush()
-        for seed, name in enumerate(["bench-a", "bench-b"], start=1):
+        names = [f"bench-{chr(ord('a') + i)}" for i in range(adapters)]
+        for seed, name in enumerate(names, start=1):
             torch.manual_seed(seed)
             model = get_peft_model(LlamaForCausalLM.from_pretrained(base_dir), lora)
             model.save_pretrained(root / name, safe_serialization=True)

@@ -1,17 +1,18 @@
-"""Batching for the chat engine: concurrent requests, each on its own adapter, decoded together.
+"""Continuous batching for the chat engine: concurrent requests, each on its own adapter,
+decoded together.
 
-Design (documented in docs/ui.md): requests wait in one queue. A scheduler thread takes the
-oldest request and every waiting request that can share its batch, and the engine decodes them
-in one ``generate`` call, with PEFT's ``adapter_names`` giving each row its own LoRA adapter
-(``"__base__"`` for the bare base). Requests that arrive while a batch runs join the **next
-batch**, not the running one. Each row streams its own tokens as they come and stops on its own
-end-of-sequence, its own token budget, or its client going away; the batch ends when every row
-has stopped.
+Design (documented in docs/ui.md): requests wait in one queue. One thread decodes. Between two
+decode steps it admits waiting requests into the running batch (their prompts are prefilled
+together and their KV cache is stacked onto the running one), so a request **joins at the next
+decode step**, not after the running replies have ended. PEFT's ``adapter_names`` gives each row
+its own LoRA adapter (``"__base__"`` for the bare base) in one forward pass. Each row streams its
+own tokens and leaves on its own end-of-sequence, its own token budget, or its client going away
+(then at the next step). Rows may sample with their own temperature and top-p.
 
-A row may share a batch with the oldest request when both decode the same way (greedy, or the
-same temperature and top-p) and either both are mixable (plain LoRA or the base) or both use
-the same adapter. DoRA and other non-LoRA adapters cannot be mixed per row, so they are served in
-batches of their own adapter; a masked-diffusion base answers one request at a time.
+Mixable rows (plain LoRA or the base) share a batch. DoRA and other non-LoRA adapters cannot be
+mixed per row, so they are decoded in batches of their own adapter; a masked-diffusion base
+answers one request at a time; a model whose KV cache cannot be stacked (sliding-window layers)
+admits new rows only when the running ones have ended.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,128 +61,109 @@ class ChatRequest:
         self.chunks.put(None)
 
 
-def select_batch(pending: list[ChatRequest], max_rows: int, max_adapters: int
-                 ) -> list[ChatRequest]:
-    """Take the oldest request and the waiting ones that can share its batch, oldest first,
-    with at most ``max_adapters`` distinct adapters, so none of them is evicted mid-batch."""
-    head = pending[0]
-    batch: list[ChatRequest] = []
-    adapters: set[str] = set()
+def select_joiners(pending: list[ChatRequest], running: list[ChatRequest], max_rows: int,
+                   max_adapters: int) -> list[ChatRequest]:
+    """Take the waiting requests that may join the running rows now, oldest first.
+
+    The running rows (or, with none, the oldest request) set the group: mixable rows on at most
+    ``max_adapters`` distinct adapters, so none is evicted mid-decode, or rows of one adapter
+    that cannot be mixed. When the oldest waiting request does not fit the group, nothing joins
+    until the running rows have ended, so it cannot be overtaken for ever.
+    """
+    if not pending:
+        return []
+    head = running[0] if running else pending[0]
+    adapters = {r.label for r in running if r.label is not None}
+    room = max_rows - len(running)
+    taken: list[ChatRequest] = []
     for request in pending:
-        if len(batch) == max_rows:
+        if len(taken) == room:
             break
-        if request.sampling != head.sampling:
-            continue
         if head.mixable and request.mixable:
             if request.label is not None and request.label not in adapters:
                 if len(adapters) == max_adapters:
-                    continue
-                adapters.add(request.label)
-        elif request.label != head.label:
-            continue
-        batch.append(request)
-    for request in batch:
+                    fits = False
+                else:
+                    adapters.add(request.label)
+                    fits = True
+            else:
+                fits = True
+        else:
+            fits = request.label == head.label and request.mixable == head.mixable
+        if not fits and request is pending[0]:
+            return []
+        if fits:
+            taken.append(request)
+    for request in taken:
         pending.remove(request)
-    return batch
-
-
-class RowStreamer:
-    """transformers' streamer and per-row stopping criterion for one batch.
-
-    ``generate`` hands over the prompt first, then one new token per row each step. A row
-    ends at its first end-of-sequence token, at its own token budget, or when its caller
-    cancels; its tokens after that (padding) are dropped, and ``generate`` stops once every
-    row has ended.
-    """
-
-    def __init__(self, rows: list[ChatRequest], eos_ids: set[int]) -> None:
-        self.rows = rows
-        self.eos_ids = eos_ids
-        self.done = [False] * len(rows)
-        self._prompt_seen = False
-
-    def put(self, value: Any) -> None:
-        if not self._prompt_seen:
-            self._prompt_seen = True
-            return
-        for i, token in enumerate(value.reshape(-1).tolist()):
-            if self.done[i]:
-                continue
-            row = self.rows[i]
-            if row.cancelled.is_set():
-                self.done[i] = True
-                continue
-            row.ids.append(int(token))
-            row.chunks.put([int(token)])
-            if token in self.eos_ids or len(row.ids) >= row.max_new_tokens:
-                self.done[i] = True
-
-    def end(self) -> None:
-        pass
-
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-        import torch
-
-        for i, row in enumerate(self.rows):  # a client gone since the last token stops here
-            self.done[i] = self.done[i] or row.cancelled.is_set()
-        return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
+    return taken
 
 
 class BatchScheduler:
-    """The queue of waiting requests and the thread that serves them batch by batch.
+    """The queue of waiting requests and the thread that decodes them, one step at a time.
 
-    ``run_batch`` decodes a batch and finishes each of its requests; whatever it raises fails
-    the batch's unfinished requests with that error, and the thread goes on with the next.
+    ``step(running, joiners)`` admits the joiners (or, with none, decodes one token for every
+    running row), finishes the rows that ended and returns those still running. Whatever it
+    raises fails every row it was given, and the thread goes on with the next requests.
+    ``joinable()`` says whether rows may join while others run.
     """
 
-    def __init__(self, run_batch: Callable[[list[ChatRequest]], None], *, max_rows: int,
-                 max_adapters: int, gather_seconds: float = 0.005) -> None:
-        self._run_batch = run_batch
+    def __init__(self, step: Callable[[list[ChatRequest], list[ChatRequest]], list[ChatRequest]],
+                 *, max_rows: int, max_adapters: int, gather_seconds: float = 0.005,
+                 joinable: Callable[[], bool] = lambda: True) -> None:
+        self._step = step
+        self._joinable = joinable
         self.max_rows = max_rows
         self.max_adapters = max_adapters
-        # A short wait after an idle spell lets requests sent together start together.
         self.gather_seconds = gather_seconds
         self._pending: list[ChatRequest] = []
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
-        self.batches = 0
         self.largest_batch = 0
 
     def submit(self, request: ChatRequest) -> None:
         with self._wake:
             self._pending.append(request)
             if self._thread is None:
-                self._thread = threading.Thread(target=self._serve, name="loraforge-batches",
+                self._thread = threading.Thread(target=self._serve, name="loraforge-decode",
                                                 daemon=True)
                 self._thread.start()
             self._wake.notify()
 
+    def _gather(self) -> None:
+        """After an idle spell, wait while requests keep coming (each within
+        ``gather_seconds`` of the last, 20 waits at most), so a burst starts as one batch."""
+        for _ in range(20):
+            if len(self._pending) >= self.max_rows:
+                return
+            seen = len(self._pending)
+            self._wake.wait(self.gather_seconds)
+            if len(self._pending) == seen:
+                return
+
     def _serve(self) -> None:
+        running: list[ChatRequest] = []
         while True:
             with self._wake:
-                idle = not self._pending
-                while not self._pending:
+                while not self._pending and not running:
                     self._wake.wait()
-            if idle and self.gather_seconds:
-                time.sleep(self.gather_seconds)
-            with self._wake:
-                taken = select_batch(self._pending, self.max_rows, self.max_adapters)
-            batch = []
-            for request in taken:  # a client that left while waiting costs no decoding
-                if request.cancelled.is_set():
-                    request.finish(error=RuntimeError("cancelled before it was served"))
-                else:
-                    batch.append(request)
-            if not batch:
+                if not running:
+                    self._gather()
+                joiners = []
+                if not running or self._joinable():
+                    joiners = select_joiners(self._pending, running, self.max_rows,
+                                             self.max_adapters)
+            for request in [r for r in joiners if r.cancelled.is_set()]:
+                joiners.remove(request)  # a client that left while waiting costs nothing
+                request.finish(error=RuntimeError("cancelled before it was served"))
+            if not running and not joiners:
                 continue
-            self.batches += 1
-            self.largest_batch = max(self.largest_batch, len(batch))
+            self.largest_batch = max(self.largest_batch, len(running) + len(joiners))
             try:
-                self._run_batch(batch)
+                running = self._step(running, joiners)
             except BaseException as exc:  # reaches each caller as its own error
-                logger.debug("batch of %d failed", len(batch), exc_info=True)
-                for request in batch:
+                logger.debug("decoding %d rows failed", len(running) + len(joiners),
+                             exc_info=True)
+                for request in running + joiners:
                     request.finish(error=exc)
-            finally:
-                for request in batch:  # a request the batch forgot must not hang its caller
-                    request.finish(error=RuntimeError("the batch ended without this reply"))
+                running = []

@@ -9,7 +9,6 @@ covers loading, switching and decoding, so no request sees another's adapter.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
 import threading
@@ -25,11 +24,12 @@ from registry.adapter_files import AdapterFileError, check_adapter_dir, not_plai
 from registry.adapters import AdapterRecord, list_adapters
 from registry.bases import list_bases
 from registry.db import ensure_schema
-from serving.batching import BatchScheduler, ChatRequest, RowStreamer
+from serving.batching import BatchScheduler, ChatRequest
 
 BASE_ONLY = "base model only"
 DEFAULT_MAX_ADAPTERS = 8
 DEFAULT_MAX_BATCH = 16
+_UNKNOWN = "?"  # no PEFT adapter name contains it
 
 logger = logging.getLogger(__name__)
 
@@ -118,11 +118,15 @@ class ChatEngine:
         self._peft_names: OrderedDict[str, str] = OrderedDict()
         self._lock = threading.Lock()
         self._unmixable_logged: set[str] = set()
+        self._decoding: Any = None  # the running DecodeBatch, made when the base loads
+        self._in_use: set[str] = set()  # adapters of running rows: never evicted
+        self._mode: str | None = _UNKNOWN  # what the model decodes through now (see _use)
         # A masked-diffusion sampler takes one prompt at a time.
-        self._scheduler = BatchScheduler(self._run_batch,
+        self._scheduler = BatchScheduler(self._step,
                                          max_rows=1 if self.is_diffusion else max_batch,
                                          max_adapters=max_adapters,
-                                         gather_seconds=gather_seconds)
+                                         gather_seconds=gather_seconds,
+                                         joinable=lambda: self._decoding.joinable)
 
     def load(self) -> None:
         """Load the base model now rather than on the first request (no-op once loaded)."""
@@ -136,7 +140,7 @@ class ChatEngine:
             raise ChatError("activate takes an adapter label, not the base model")
         with self._lock:
             self._ensure_base()
-            self.model.set_adapter(self._attach([choice])[0])
+            self._use(self._attach([choice])[0])
 
     def list_choices(self) -> list[str]:
         """Picker labels: base only, then the adapters of this base, read fresh from the store."""
@@ -165,9 +169,9 @@ class ChatEngine:
         return self.base_kind == "masked_diffusion"
 
     @property
-    def batch_stats(self) -> tuple[int, int]:
-        """(batches decoded so far, rows in the largest of them)."""
-        return self._scheduler.batches, self._scheduler.largest_batch
+    def largest_batch(self) -> int:
+        """The most rows decoded together so far."""
+        return self._scheduler.largest_batch
 
     @property
     def loaded_adapters(self) -> list[str]:
@@ -240,37 +244,57 @@ class ChatEngine:
             raise request.error
         return request.text or ""
 
-    def _run_batch(self, batch: list[ChatRequest]) -> None:
-        """Decode one batch chosen by the scheduler (its thread only); finish every request."""
-        from trainers.generate import decode_answer, generate_batch
-
+    def _step(self, running: list[ChatRequest], joiners: list[ChatRequest]
+              ) -> list[ChatRequest]:
+        """The scheduler's step (its thread only): admit the joiners, or decode one token for
+        every running row; finish the rows that ended and return those still running."""
         with self._lock:
             self._ensure_base()
-            rows = []
-            for request in batch:
+            fresh = []
+            for request in joiners:
                 try:
                     request.prompt_ids = self._prompt_ids(request.chat, request.max_new_tokens)
-                    rows.append(request)
+                    fresh.append(request)
                 except ChatError as exc:
                     request.finish(error=exc)
-            if not rows:
-                return
             if self.is_diffusion:
-                for request in rows:  # batches of one, by select_batch's rules for diffusion
+                for request in fresh:  # one at a time: the scheduler admits one row
                     request.finish(self._run_diffusion(request))
-                return
-            names = self._attach([r.adapter for r in rows])
-            mixed = len(set(names)) > 1
-            temperature, top_p = rows[0].sampling
-            streamer = RowStreamer(rows, {self.tokenizer.eos_token_id})
-            with self._only(None if mixed else names[0]):
-                generate_batch(self.model, self.tokenizer, [r.prompt_ids for r in rows],
-                               max(r.max_new_tokens for r in rows), temperature=temperature,
-                               top_p=top_p, streamer=streamer, stopping_criteria=streamer,
-                               adapter_names=names if mixed else None, device=self.device)
-            for request in rows:
+                return []
+            batch = self._decoding
+            if fresh:
+                names = self._attach([r.adapter for r in fresh])
+                tokens = batch.admit(fresh, names, [r.prompt_ids for r in fresh],
+                                     [r.sampling for r in fresh])
+                ended = self._hand_out(fresh, tokens)
+                ended = [i + len(batch.rows) - len(fresh) for i in ended]
+            elif batch.rows:
+                ended = self._hand_out(batch.rows, batch.step())
+            else:
+                return []
+            gone = set(ended)
+            for i in ended:
+                request = batch.rows[i]
                 self.tokens_decoded += len(request.ids)
-                request.finish(decode_answer(self.tokenizer, request.ids))
+                request.finish(self.tokenizer.decode(request.ids,
+                                                     skip_special_tokens=True).strip())
+            batch.keep([i for i in range(len(batch.rows)) if i not in gone])
+            self._in_use = {r.label for r in batch.rows if r.label is not None}
+            return list(batch.rows)
+
+    def _hand_out(self, rows: list[ChatRequest], tokens: Any) -> list[int]:
+        """Give each row its new token; the indices of rows that ended (end-of-sequence, token
+        budget, or a caller that left, whose token is dropped)."""
+        ended = []
+        for i, (row, token) in enumerate(zip(rows, tokens.tolist(), strict=True)):
+            if row.cancelled.is_set():
+                ended.append(i)
+                continue
+            row.ids.append(token)
+            row.chunks.put([token])
+            if token == self.tokenizer.eos_token_id or len(row.ids) >= row.max_new_tokens:
+                ended.append(i)
+        return ended
 
     def _prepare(
         self, adapter_label: str | None, messages: list[dict[str, Any]]
@@ -308,6 +332,9 @@ class ChatEngine:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from serving.decoding import DecodeBatch
+        from trainers.generate import pad_id
+
         dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
         try:
             tokenizer = AutoTokenizer.from_pretrained(self.base_path,
@@ -340,11 +367,12 @@ class ChatEngine:
             model.to(self.device)
         model.eval()
         self.model, self.tokenizer = model, tokenizer
+        self._decoding = DecodeBatch(model, pad_id(tokenizer), self.device, self._use)
         self.base_loads += 1
 
     def _attach(self, choices: list[AdapterRecord | None]) -> list[str]:
         """PEFT adapter names for a batch's rows ("__base__" for none), loading adapters not yet
-        attached. Only adapters outside this batch are evicted, so no row loses its own."""
+        attached. Only adapters no running row uses are evicted, so no row loses its own."""
         from peft import PeftModel
 
         wanted = {c.label: c for c in choices if c is not None}
@@ -357,26 +385,34 @@ class ChatEngine:
                 else:
                     self.model = PeftModel.from_pretrained(self.model, choice.path,
                                                            adapter_name=name)
+                    self._decoding.model = self.model
                 self.model.eval()
+                self._mode = _UNKNOWN  # new LoRA layers start enabled, whatever the others
                 self._peft_names[label] = name
                 self.adapter_loads += 1
             self._peft_names.move_to_end(label)
-        for label in [k for k in self._peft_names if k not in wanted]:
+        for label in [k for k in self._peft_names if k not in wanted and k not in self._in_use]:
             if len(self._peft_names) <= self.max_adapters:
                 break
             self.model.delete_adapter(self._peft_names.pop(label))
+            self._mode = _UNKNOWN
         return [self._peft_names[c.label] if c is not None else "__base__" for c in choices]
 
-    def _only(self, name: str | None) -> contextlib.AbstractContextManager[Any]:
-        """Decode through one adapter (or the base alone for "__base__"); None: rows say."""
+    def _use(self, name: str | None) -> None:
+        """Make the next forward decode through one adapter, the base alone ("__base__"), or
+        each row's own (None: PEFT's adapter_names). Only a change from the last step touches
+        the model: switching walks every module, a third of a tiny model's decode step."""
         from peft import PeftModel
 
-        if name is None or not isinstance(self.model, PeftModel):
-            return contextlib.nullcontext()
+        if not isinstance(self.model, PeftModel) or name == self._mode:
+            return
         if name == "__base__":
-            return self.model.disable_adapter()
-        self.model.set_adapter(name)
-        return contextlib.nullcontext()
+            self.model.base_model.disable_adapter_layers()
+        else:
+            self.model.base_model.enable_adapter_layers()
+            if name is not None:
+                self.model.set_adapter(name)
+        self._mode = name
 
     def _run_diffusion(self, request: ChatRequest) -> str:
         import torch
@@ -384,18 +420,17 @@ class ChatEngine:
         from trainers.diffusion.loading import answer_ids
         from trainers.diffusion.sampler import SamplerConfig
 
-        with self._only(self._attach([request.adapter])[0]):
-            sampler = SamplerConfig.for_length(request.max_new_tokens,
-                                               self.diffusion_block_length,
-                                               temperature=request.temperature)
+        self._use(self._attach([request.adapter])[0])
+        sampler = SamplerConfig.for_length(request.max_new_tokens, self.diffusion_block_length,
+                                           temperature=request.temperature)
 
-            def on_prefix(ids: list[int]) -> None:
-                if len(ids) > len(request.ids):
-                    request.chunks.put(ids[len(request.ids):])
-                    request.ids = list(ids)
+        def on_prefix(ids: list[int]) -> None:
+            if len(ids) > len(request.ids):
+                request.chunks.put(ids[len(request.ids):])
+                request.ids = list(ids)
 
-            prompt = torch.tensor([request.prompt_ids], device=self.device)
-            return answer_ids(self.model, self.tokenizer, prompt, sampler, on_prefix=on_prefix)
+        prompt = torch.tensor([request.prompt_ids], device=self.device)
+        return answer_ids(self.model, self.tokenizer, prompt, sampler, on_prefix=on_prefix)
 
     def _prompt_ids(self, chat: list[dict[str, str]], max_new_tokens: int) -> list[int]:
         """Prompt token ids, dropping the oldest turns until prompt and reply fit the context."""

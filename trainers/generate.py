@@ -1,12 +1,12 @@
-"""The one autoregressive generation path: evaluation, the trainer's quick check and the serving
-engine all decode through here, so a reply in the chat app equals the evaluated one."""
+"""The autoregressive generation path of evaluation and the trainer's quick check. The serving
+engine decodes its batches step by step (serving/decoding.py), and a test checks that its greedy
+replies equal these, so a reply in the chat app equals the evaluated one."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import torch
-from transformers import StoppingCriteriaList
 
 
 def pad_id(tokenizer) -> int | None:
@@ -26,30 +26,6 @@ def generate_ids(model, tokenizer, input_ids: torch.Tensor, max_new_tokens: int,
         pad_token_id=pad_id(tokenizer), streamer=streamer, **_sampling(temperature, top_p),
     )
     return output[0, input_ids.shape[1]:]
-
-
-@torch.inference_mode()
-def generate_batch(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, *,
-                   temperature: float = 0.0, top_p: float = 1.0, streamer: Any = None,
-                   stopping_criteria: Any = None, adapter_names: list[str] | None = None,
-                   device: Any = "cpu") -> torch.Tensor:
-    """New token ids for several prompts at once, left-padded so every row's next token sits
-    in the last column. With ``adapter_names`` (a PEFT model), row i decodes through adapter
-    ``adapter_names[i]``, ``"__base__"`` meaning none; greedy rows equal their solo runs."""
-    width = max(len(p) for p in prompts)
-    padding = pad_id(tokenizer)
-    input_ids = torch.tensor([[padding] * (width - len(p)) + p for p in prompts], device=device)
-    attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts],
-                             device=device)
-    extra: dict[str, Any] = {} if adapter_names is None else {"adapter_names": adapter_names}
-    if stopping_criteria is not None:
-        extra["stopping_criteria"] = StoppingCriteriaList([stopping_criteria])
-    output = model.generate(
-        input_ids=input_ids, attention_mask=attention, max_new_tokens=max_new_tokens,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=padding, streamer=streamer,
-        **_sampling(temperature, top_p), **extra,
-    )
-    return output[:, width:]
 
 
 def _sampling(temperature: float, top_p: float) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.batching import ChatRequest, select_batch
+from serving.batching import ChatRequest, select_joiners
 from serving.engine import BASE_ONLY, ChatEngine
 from tests.ui.conftest import _build_adapter, register_adapter
 
@@ -68,7 +68,7 @@ def test_mixed_adapter_batches_equal_each_request_served_alone(chat_store, three
     choices = [*three_adapters, BASE_ONLY] * 2
     jobs = [(c, q, 6 + 3 * i) for i, (c, q) in enumerate(zip(choices, QUESTIONS, strict=True))]
     alone = [engine.generate(c, _ask(q), max_new_tokens=n) for c, q, n in jobs]
-    assert engine.batch_stats == (len(jobs), 1)
+    assert engine.largest_batch == 1
     # the four models really answer differently, so equality below is not trivially true
     assert len({engine.generate(c, _ask(QUESTIONS[0]), max_new_tokens=12)
                 for c in choices[:4]}) == 4
@@ -76,8 +76,7 @@ def test_mixed_adapter_batches_equal_each_request_served_alone(chat_store, three
     together = _concurrently(engine, jobs)
 
     assert together == alone
-    batches, largest = engine.batch_stats
-    assert largest >= 6, f"the requests were not batched: largest batch {largest}"
+    assert engine.largest_batch >= 6, f"not batched: largest batch {engine.largest_batch}"
 
 
 def test_an_adapter_outside_the_lru_waits_for_the_next_batch_and_is_never_evicted_mid_batch(
@@ -132,14 +131,37 @@ def _request(label: str | None, temperature: float = 0.0, mixable: bool = True) 
     return ChatRequest(label, [], 8, temperature, 1.0, mixable=mixable)
 
 
-def test_batch_selection_keeps_order_sampling_and_adapter_limits():
+def test_joiners_keep_order_and_adapter_limits_and_the_oldest_is_never_overtaken():
     a, b, c, base = (_request("a"), _request("b"), _request("c"), _request(None))
-    hot = _request("a", temperature=0.7)
+    hot = _request("a", temperature=0.7)  # sampling rows mix with greedy ones
     dora, dora2 = _request("d", mixable=False), _request("d", mixable=False)
-    pending = [a, hot, b, dora, c, base, dora2]
 
-    assert select_batch(pending, max_rows=8, max_adapters=2) == [a, b, base]
-    assert select_batch(pending, max_rows=8, max_adapters=2) == [hot]
-    assert select_batch(pending, max_rows=8, max_adapters=2) == [dora, dora2]
-    assert select_batch(pending, max_rows=1, max_adapters=2) == [c]
+    pending = [a, hot, b, c, base, dora, dora2]
+    assert select_joiners(pending, [], max_rows=8, max_adapters=2) == [a, hot, b, base]
+    # c's adapter would be a third: it waits, and being oldest now, nothing overtakes it
+    assert select_joiners(pending, [a, b], max_rows=8, max_adapters=2) == []
+    assert select_joiners(pending, [], max_rows=8, max_adapters=2) == [c]
+    # a DoRA adapter runs only with rows of itself, and not beside mixable ones
+    assert select_joiners(pending, [c], max_rows=8, max_adapters=2) == []
+    assert select_joiners(pending, [], max_rows=1, max_adapters=2) == [dora]
+    assert select_joiners(pending, [dora], max_rows=8, max_adapters=2) == [dora2]
     assert pending == []
+
+
+def test_engine_replies_equal_the_evaluation_path(engine: ChatEngine, chat_store):
+    """The engine's own decode loop and transformers' generate (what `loraforge eval` uses)
+    give the same greedy replies, with and without an adapter."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trainers.generate import generate_answer
+
+    tokenizer = AutoTokenizer.from_pretrained(chat_store.base)
+    model = AutoModelForCausalLM.from_pretrained(chat_store.base, use_safetensors=True).eval()
+    for question in QUESTIONS[:4]:
+        assert engine.generate(BASE_ONLY, _ask(question), max_new_tokens=24) == \
+            generate_answer(model, tokenizer, _ask(question), 24)
+    model = PeftModel.from_pretrained(model, chat_store.adapter_a).eval()
+    for question in QUESTIONS[:4]:
+        assert engine.generate("alpha:v1", _ask(question), max_new_tokens=24) == \
+            generate_answer(model, tokenizer, _ask(question), 24)
