@@ -174,6 +174,11 @@ class ChatEngine:
         return self._scheduler.largest_batch
 
     @property
+    def running_rows(self) -> int:
+        """Requests being decoded right now."""
+        return 0 if self._decoding is None else len(self._decoding.rows)
+
+    @property
     def loaded_adapters(self) -> list[str]:
         """Labels of the adapters attached to the base now, least recently used first."""
         return list(self._peft_names)
