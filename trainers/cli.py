@@ -218,6 +218,10 @@ def train(
         snapshot=dataset or plan.get("dataset"), adapter_name=name or plan.get("name"),
         overrides=overrides, resume=resume,
     )
+    from trainers import distributed
+
+    if not distributed.is_main():  # under a launch, the main process reports for all
+        return
     _report(adapter_id)
     console.print(_summary(adapter_id))
     examples = _examples(adapter_id)

@@ -25,6 +25,7 @@ from core.settings import get_settings
 from registry import adapters, bases, snapshots
 from registry.db import ensure_schema
 from registry.files import exclusive_lock
+from trainers import distributed
 from trainers.discovery import get_backend
 from trainers.errors import TrainerError
 
@@ -181,7 +182,17 @@ def _owner_alive(owner: dict[str, Any]) -> bool:
         return False
     except (PermissionError, KeyError, ValueError):
         return True
-    return True
+    return not _zombie(int(owner["pid"]))
+
+
+def _zombie(pid: int) -> bool:
+    """A killed process nobody has reaped yet (a launcher's worker whose launcher died too, in a
+    container whose init does not reap) still answers kill(pid, 0)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
 
 
 def _read_owner(run_id: int) -> dict[str, Any] | None:
@@ -234,6 +245,22 @@ def _accepts_checkpoints(backend: Any) -> bool:
     return "checkpoint_dir" in inspect.signature(backend.train).parameters
 
 
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+    """What every process of a launch needs to train one run, agreed before training starts:
+    the main process decides it and broadcasts it (see trainers/distributed.py)."""
+
+    run_id: int
+    method: str
+    adapter_name: str
+    config: dict[str, Any]
+    model_path: str
+    train_file: Path
+    work_dir: Path
+    checkpoint_dir: Path
+    resume: bool
+
+
 def run_training(
     method: str = "lora",
     base: str = "tiny",
@@ -248,8 +275,33 @@ def run_training(
     class (None values are ignored so CLI options can be passed straight through). ``resume``
     finishes the newest interrupted run from its last checkpoint, with that run's method, base,
     snapshot, config and adapter name; the other arguments are then ignored.
+
+    Under ``accelerate launch`` or ``torchrun`` every process calls this: the main process
+    checks the request, records the run and broadcasts the plan; all train together; the main
+    process alone scores, saves and registers, and every process returns the same adapter id.
     """
     ensure_schema()
+    launch = distributed.current()
+    distributed.start()
+    plan, error = None, None
+    if launch.is_main:
+        try:
+            plan = _plan_run(method, base, snapshot, adapter_name, overrides, resume,
+                             launch.world_size)
+        except BaseException as exc:  # every process must hear of it, or they would wait
+            error = exc
+    plan, message = distributed.share((plan, None if error is None else str(error)))
+    if error is not None:
+        raise error
+    if message is not None:
+        raise TrainerError(message)
+    with distributed.stop_on_sigterm():
+        return _train_and_register(plan)
+
+
+def _plan_run(method: str, base: str, snapshot: str | None, adapter_name: str | None,
+              overrides: dict[str, Any] | None, resume: bool, world_size: int) -> RunPlan:
+    """Check the request and record the run (every check first, so bad input writes nothing)."""
     run_id: int | None = None
     if resume:
         run, owner = _resumable_run()
@@ -265,6 +317,11 @@ def run_training(
         raise TrainerError(f"adapter name {name!r} must be non-empty without '/' or ':'")
     if resume and not _accepts_checkpoints(backend):
         raise TrainerError(f"trainer {method!r} cannot checkpoint, so it cannot resume")
+    batch_size = getattr(config, "batch_size", world_size)
+    if world_size > 1 and batch_size % world_size:
+        raise TrainerError(f"batch_size {batch_size} is the global batch (examples per "
+                           f"optimizer step) and must split evenly over {world_size} processes; "
+                           f"use a multiple of {world_size}")
     _check_base_kind(backend, method, base_record)
     if hasattr(backend, "preflight"):
         backend.preflight(base_record.model_path, config)
@@ -279,41 +336,64 @@ def run_training(
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     (ckpt_dir / OWNER_FILE).write_text(json.dumps(
         {"pid": os.getpid(), "host": socket.gethostname(), "adapter_name": name}))
+    work_dir = Path(tempfile.mkdtemp(prefix=f".run{run_id}-", dir=get_settings().adapters_dir))
+    return RunPlan(run_id=run_id, method=method, adapter_name=name, config=config_dict,
+                   model_path=base_record.model_path, train_file=train_file, work_dir=work_dir,
+                   checkpoint_dir=ckpt_dir, resume=resume)
+
+
+def _train_and_register(plan: RunPlan) -> int:
+    """Train on every process, then register on the main one; the adapter id everywhere."""
+    backend = get_backend(plan.method)
+    config = make_config(backend.config_class, plan.config)
+    if not distributed.is_main():
+        # A failure here ends this process; the launcher then stops the main one, whose
+        # handler records the run as failed. Waiting for the others would hang a collective.
+        backend.train(plan.model_path, plan.train_file, plan.train_file.parent / "test.jsonl",
+                      plan.work_dir, config, **_checkpoint_kwargs(backend, plan))
+        adapter_id, message = distributed.share((None, None))
+        if message is not None:
+            raise TrainerError(message)
+        return adapter_id
     adapters_dir = get_settings().adapters_dir
-    work_dir = Path(tempfile.mkdtemp(prefix=f".run{run_id}-", dir=adapters_dir))
     final_dir: Path | None = None
-    kwargs = {"checkpoint_dir": ckpt_dir, "resume": resume} if _accepts_checkpoints(backend) \
-        else {}
     try:
-        result = backend.train(base_record.model_path, train_file, train_file.parent / "test.jsonl",
-                               work_dir, config, **kwargs)
-        (work_dir / "train_metrics.json").write_text(json.dumps(
-            {"method": method, "config": config_dict, "metrics": result.metrics,
+        result = backend.train(plan.model_path, plan.train_file,
+                               plan.train_file.parent / "test.jsonl", plan.work_dir, config,
+                               **_checkpoint_kwargs(backend, plan))
+        (plan.work_dir / "train_metrics.json").write_text(json.dumps(
+            {"method": plan.method, "config": plan.config, "metrics": result.metrics,
              "loss_curve": result.loss_curve}, indent=1))
         # Two trainings of one name may end at once (two users, two jobs): the version, the
         # folder and the row are claimed together, one job at a time.
         with exclusive_lock(adapters_dir / ".register.lock"):
-            version = adapters.next_version(name)
-            final_dir = adapters_dir / f"{name}-v{version}"
+            version = adapters.next_version(plan.adapter_name)
+            final_dir = adapters_dir / f"{plan.adapter_name}-v{version}"
             if final_dir.exists():  # files whose row was deleted; the store is the truth
                 shutil.rmtree(final_dir)
-            work_dir.rename(final_dir)
+            plan.work_dir.rename(final_dir)
             adapter_id = adapters.finish_run(
-                run_id, adapter_name=name, version=version, path=str(final_dir),
-                metrics=result.metrics, loss_curve=result.loss_curve,
+                plan.run_id, adapter_name=plan.adapter_name, version=version,
+                path=str(final_dir), metrics=result.metrics, loss_curve=result.loss_curve,
             )
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
-        return adapter_id
+        shutil.rmtree(plan.checkpoint_dir, ignore_errors=True)
     except BaseException as exc:
-        shutil.rmtree(work_dir, ignore_errors=True)
+        shutil.rmtree(plan.work_dir, ignore_errors=True)
         if final_dir is not None:
             shutil.rmtree(final_dir, ignore_errors=True)
-        if not any(ckpt_dir.glob("checkpoint-*")):  # nothing to resume from
-            shutil.rmtree(ckpt_dir, ignore_errors=True)
-        adapters.fail_run(run_id, "interrupted; `loraforge train --resume` continues it from "
-                          "its last checkpoint" if isinstance(exc, KeyboardInterrupt)
+        if not any(plan.checkpoint_dir.glob("checkpoint-*")):  # nothing to resume from
+            shutil.rmtree(plan.checkpoint_dir, ignore_errors=True)
+        adapters.fail_run(plan.run_id, "interrupted; `loraforge train --resume` continues it "
+                          "from its last checkpoint" if isinstance(exc, KeyboardInterrupt)
                           else f"{type(exc).__name__}: {exc}")
+        # Under a launch, exiting is how the others learn of it: the launcher stops them.
         if isinstance(exc, Exception) and not isinstance(exc, TrainerError):
-            raise TrainerError(f"training run #{run_id} failed: {exc}; "
+            raise TrainerError(f"training run #{plan.run_id} failed: {exc}; "
                                "rerun with --debug for the traceback") from exc
         raise
+    return distributed.share((adapter_id, None))[0]
+
+
+def _checkpoint_kwargs(backend: Any, plan: RunPlan) -> dict[str, Any]:
+    return {"checkpoint_dir": plan.checkpoint_dir, "resume": plan.resume} \
+        if _accepts_checkpoints(backend) else {}

@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from serving.engine import BASE_ONLY, ChatEngine
-from tests.serving.test_openai_api import KEY, api  # noqa: F401 (fixture)
+from tests.serving.conftest import KEY
 
 CLIENTS = 20
 SECONDS = float(os.environ.get("LORAFORGE_LOAD_SECONDS", "60"))

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -16,34 +13,11 @@ import pytest
 
 from registry.db import session_scope
 from registry.models import Adapter, BaseModel, ModelKind
-from serving.engine import BASE_ONLY, ChatEngine
-from tests.ui.conftest import TinyModelFiles, free_port
+from serving.engine import BASE_ONLY
+from tests.serving.conftest import KEY
+from tests.ui.conftest import TinyModelFiles
 
-KEY = "sk-test-loraforge"
 QUESTION = [{"role": "user", "content": "What is a low-rank adapter?"}]
-
-
-@pytest.fixture
-def api(engine: ChatEngine) -> Iterator[tuple[ChatEngine, str]]:
-    """The API on a free loopback port, in this process, with a key: (engine, base URL)."""
-    import uvicorn
-
-    from serving.openai_api import build_app
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(build_app(engine, KEY), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started
-    try:
-        yield engine, f"http://127.0.0.1:{port}/v1"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def test_the_official_client_lists_models_and_gets_the_engines_greedy_replies(api):

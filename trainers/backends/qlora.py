@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
+from trainers import distributed
 from trainers.backends.sft import SftBackend
 from trainers.config import QloraConfig
 from trainers.errors import TrainerError
@@ -109,7 +110,9 @@ class QloraBackend(SftBackend):
         )
         model = AutoModelForCausalLM.from_pretrained(
             model_path, quantization_config=quantization, dtype=compute,
-            device_map={"": device if device.startswith("cuda") else "cpu"},
+            # each process of a launch on its own GPU, never all on GPU 0
+            device_map={"": f"cuda:{distributed.current().local_rank}"
+                        if device.startswith("cuda") else "cpu"},
         )
         if disable_cpu_repack(model) == 0:
             raise TrainerError(f"no layer of {model_path} was quantized to 4 bits; "

@@ -20,6 +20,7 @@ import torch
 
 from core import jobs
 from core.device import resolve_device
+from trainers import distributed
 from trainers.config import LoraTrainConfig, TrainConfig
 from trainers.errors import TrainerError
 from trainers.metrics import (
@@ -214,7 +215,8 @@ class SftBackend:
         args = _setup_args(config, workspace, device, has_eval=eval_data is not None,
                            padding_free=padding_free)
         callbacks = list(self.callbacks(config))
-        if jobs.reporting():  # started as a job: the parent draws step/total/loss/ETA
+        main = distributed.is_main()  # under a launch, only the main process reports and saves
+        if jobs.reporting() and main:  # started as a job: the parent draws step/total/loss/ETA
             callbacks.append(JobProgressCallback())
         if config.early_stopping_patience and eval_data is not None:
             callbacks.append(EarlyStoppingCallback(config.early_stopping_patience))
@@ -255,12 +257,17 @@ class SftBackend:
         metrics["total_flos"] = float(trainer.state.total_flos)
         metrics["resumed_from_step"] = start_step or None
         metrics["batching"] = "padding_free" if padding_free else "padded, grouped by length"
+        metrics["processes"] = distributed.current().world_size
+        metrics["global_batch_size"] = args.per_device_train_batch_size \
+            * distributed.current().world_size
         if eval_curve:
             metrics["eval_curve"] = eval_curve
         if eval_data is not None:
             eval_loss = float(trainer.evaluate()["eval_loss"])
             metrics["eval_loss"] = round(eval_loss, 4)
             metrics["perplexity"] = round(math.exp(min(eval_loss, 50.0)), 3)
+        if not main:
+            return TrainResult(metrics=metrics, loss_curve=loss_curve)
         test_chats = load_chats(eval_file)[: config.generate_examples]
         if test_chats:
             trainer.model.eval()
@@ -321,7 +328,8 @@ def _setup_args(config: TrainConfig, workspace: Path, device: str, *, has_eval: 
         learning_rate=config.learning_rate,
         num_train_epochs=config.epochs,
         max_steps=config.max_steps if config.max_steps is not None else -1,
-        per_device_train_batch_size=config.batch_size,
+        # batch_size is the global batch: a launch of N processes splits it N ways.
+        per_device_train_batch_size=config.batch_size // distributed.current().world_size,
         per_device_eval_batch_size=config.batch_size,
         # Padding-free batches are not truncated by TRL; the backend truncates the dataset.
         max_length=None if padding_free else config.max_length,
