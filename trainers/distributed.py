@@ -61,6 +61,13 @@ def start() -> None:
     from accelerate import PartialState
 
     PartialState()  # reads the launcher's environment; also what the Trainer will use
+    if not current().is_main:  # one set of logs and bars per launch: the main process's
+        import datasets
+        import transformers
+
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+        datasets.disable_progress_bars()
     if not dist.is_initialized():
         raise TrainerError("launched as one of several processes (WORLD_SIZE > 1), but no "
                            "process group could be joined; start with `accelerate launch "

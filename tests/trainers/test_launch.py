@@ -54,14 +54,17 @@ def _env(home: Path) -> dict[str, str]:
     return env
 
 
-def _launch(processes: int, args: list[str]) -> list[str]:
-    """The command line: `accelerate launch` of N processes (gloo on CPU), or plain python."""
+CONFIGS = Path(__file__).resolve().parents[2] / "examples" / "accelerate"
+
+
+def _launch(processes: int, args: list[str], config: str = "ddp.yaml") -> list[str]:
+    """The command line: `accelerate launch` of N processes with one of the shipped configs
+    (on a machine without GPUs they run on gloo), or plain python for one."""
     if processes == 1:
         return [sys.executable, "-m", "loraforge", "train", *args]
-    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
-            "--num_processes", str(processes), "--num_machines", "1", "--mixed_precision", "no",
-            "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-            "-m", "loraforge", "train", *args]
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+            str(CONFIGS / config), "--num_processes", str(processes),
+            "--main_process_port", str(free_port()), "-m", "loraforge", "train", *args]
 
 
 def _run(command: list[str], home: Path) -> subprocess.CompletedProcess:
@@ -83,12 +86,15 @@ def _adapter(name: str) -> Adapter:
         return adapter
 
 
-def test_two_processes_record_one_run_and_train_what_one_process_trains(store: Path):
+@pytest.mark.parametrize("config", ["ddp.yaml", "fsdp.yaml"])
+def test_two_processes_record_one_run_and_train_what_one_process_trains(store: Path,
+                                                                       config: str):
+    launched, alone = f"two-{config[:-5]}", f"one-{config[:-5]}"
     runs, adapters = _rows(TrainingRun), _rows(Adapter)
-    _run(_launch(2, ["--name", "ddp", "--max-steps", "6", *SAME_RUN]), store)
+    _run(_launch(2, ["--name", launched, "--max-steps", "6", *SAME_RUN], config), store)
     assert (_rows(TrainingRun), _rows(Adapter)) == (runs + 1, adapters + 1)
 
-    ddp = _adapter("ddp")
+    ddp = _adapter(launched)
     metrics = json.loads((Path(ddp.path) / "train_metrics.json").read_text())
     assert metrics["metrics"]["processes"] == 2
     assert metrics["metrics"]["global_batch_size"] == 4
@@ -104,8 +110,8 @@ def test_two_processes_record_one_run_and_train_what_one_process_trains(store: P
         base_path = session.get(TrainingRun, ddp.training_run_id).base_model.path
     PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_path), ddp.path)
 
-    _run(_launch(1, ["--name", "single", "--max-steps", "6", *SAME_RUN]), store)
-    single = _adapter("single")
+    _run(_launch(1, ["--name", alone, "--max-steps", "6", *SAME_RUN]), store)
+    single = _adapter(alone)
     one = json.loads((Path(single.path) / "train_metrics.json").read_text())
     assert [p["loss"] for p in one["loss_curve"]] == pytest.approx(
         [p["loss"] for p in metrics["loss_curve"]], abs=2e-4)
