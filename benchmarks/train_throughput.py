@@ -3,6 +3,7 @@
     python benchmarks/train_throughput.py                      # CPU-sized defaults
     python benchmarks/train_throughput.py --hidden 2048 --layers 16 --batch-size 16 --steps 30
     python benchmarks/train_throughput.py --model "$LORAFORGE_HOME/bases/smollm2"  # a real model
+    python benchmarks/train_throughput.py --processes 2   # our LoRA: 1 process vs 2 (DDP)
 
 Same model (a Llama built from a config, or ``--model``'s directory with its tokenizer and chat
 template), same chats with uneven answer lengths, same LoRA config, learning rate, batch size,
@@ -10,6 +11,10 @@ max length and steps. Prints tokens/s (real, non-padding tokens) and peak memory
 ratios, and the memory ratio of LoRA to a full fine-tune on our path. Each variant runs in its
 own process, so on CPU its peak resident memory is its own; on CUDA peak memory is
 ``torch.cuda.max_memory_allocated``.
+
+With ``--processes N`` it instead compares our LoRA path in one process against the same run
+under ``accelerate launch`` of N processes (examples/accelerate/ddp.yaml: GPUs, or gloo on CPU),
+same global batch and steps, and reports tokens/s of each and their ratio.
 """
 
 from __future__ import annotations
@@ -151,6 +156,8 @@ def run_trl_default(workdir: Path, args: argparse.Namespace) -> dict:
 def child(variant: str, workdir: Path, args: argparse.Namespace) -> None:
     import logging
 
+    from trainers import distributed
+
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     if variant == "ours":
         result = run_ours(workdir, args, "lora")
@@ -158,7 +165,8 @@ def child(variant: str, workdir: Path, args: argparse.Namespace) -> None:
         result = run_ours(workdir, args, "full")
     else:
         result = run_trl_default(workdir, args)
-    (workdir / f"{variant}.json").write_text(json.dumps(result))
+    if distributed.is_main():  # under a launch, the main process reports for all
+        (workdir / f"{args.result or variant}.json").write_text(json.dumps(result))
 
 
 def main() -> None:
@@ -180,7 +188,11 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None,
                         help="Scratch directory (default: a new temp dir).")
     parser.add_argument("--json", type=Path, default=None, help="Also write results here.")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="Compare our LoRA in 1 process vs N processes (accelerate launch, "
+                             "same global batch) instead of against TRL (default: 1: off).")
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.variant:
@@ -190,6 +202,9 @@ def main() -> None:
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="lf-bench-"))
     passthrough = sys.argv[1:] + prepare(workdir, args)
+    if args.processes > 1:
+        compare_processes(workdir, args, passthrough)
+        return
     results = {}
     for variant in VARIANTS:
         print(f"running {variant}…", file=sys.stderr, flush=True)
@@ -197,6 +212,42 @@ def main() -> None:
                         "--workdir", str(workdir)], check=True)
         results[variant] = json.loads((workdir / f"{variant}.json").read_text())
     report(results, args)
+
+
+def compare_processes(workdir: Path, args: argparse.Namespace, passthrough: list[str]) -> None:
+    """Our LoRA run alone, then under `accelerate launch` of N processes; tokens/s of each."""
+    from tests.ui.conftest import free_port
+
+    n = args.processes
+    if args.batch_size % n:
+        raise SystemExit(f"--batch-size {args.batch_size} must split evenly over {n} processes")
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+              str(REPO_ROOT / "examples" / "accelerate" / "ddp.yaml"), "--num_processes",
+              str(n), "--main_process_port", str(free_port())]
+    results = {}
+    for label, starter in (("1 process", [sys.executable]), (f"{n} processes", launch)):
+        print(f"running {label}…", file=sys.stderr, flush=True)
+        # The cores are shared out: one process gets them all, N processes a 1/N share each.
+        share = max(1, (os.cpu_count() or 1) // (n if starter is launch else 1))
+        env = {**os.environ, "OMP_NUM_THREADS": str(share)}
+        subprocess.run([*starter, __file__, *passthrough, "--variant", "ours", "--result",
+                        f"proc{label.split()[0]}", "--workdir", str(workdir)], check=True,
+                       env=env)
+        results[label] = json.loads((workdir / f"proc{label.split()[0]}.json").read_text())
+    print(f"\nour LoRA, global batch {args.batch_size}, {args.steps} steps, "
+          f"{results['1 process']['device']}")
+    print("| processes | tokens/s | tokens | seconds | peak memory per process (MiB) |")
+    print("|---|---|---|---|---|")
+    for label, r in results.items():
+        r["tokens_per_second"] = round(r["tokens"] / r["seconds"], 1) if r["seconds"] else 0.0
+        print(f"| {label} | {r['tokens_per_second']:.0f} | {r['tokens']} | {r['seconds']} | "
+              f"{r['peak_memory_bytes'] / 2**20:,.0f} |")
+    ratio = results[f"{n} processes"]["tokens_per_second"] / \
+        results["1 process"]["tokens_per_second"]
+    print(f"\n{n} processes vs 1: {ratio:.2f}x tokens/s")
+    if args.json:
+        args.json.write_text(json.dumps({"results": results, "ratio": round(ratio, 3)},
+                                        indent=1))
 
 
 def prepare(workdir: Path, args: argparse.Namespace) -> list[str]:
