@@ -6,6 +6,7 @@ it to the client and nowhere else: it is not stored, logged or put in an error m
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from core.errors import LoraForgeError
 from core.settings import get_settings
@@ -193,6 +195,10 @@ def push_adapter(
     with tempfile.TemporaryDirectory(prefix="loraforge-push-") as tmp:
         _stage_upload(Path(detail.path), card_text, Path(tmp), [Path(g.path) for g in ggufs])
         with hub_errors(endpoint, repo_id, "push to"):
+            # A push killed after creating the repo left it empty, or holding these very
+            # weights without a publication row: pushing again finishes that push.
+            exist_ok = exist_ok or _unfinished_push(api, repo_id, branch,
+                                                    Path(detail.path) / ADAPTER_WEIGHTS)
             repo_url = api.create_repo(repo_id, private=private, exist_ok=exist_ok)
             if branch != "main":
                 api.create_branch(repo_id, branch=branch, exist_ok=True)
@@ -205,6 +211,34 @@ def push_adapter(
         session.add(HubPublication(adapter_id=detail.id, repo_id=repo_id, revision=branch,
                                    commit_sha=commit.oid, url=url, private=private))
     return Publication(detail.label, repo_id, branch, commit.oid, url, private)
+
+
+def _unfinished_push(api: Any, repo_id: str, branch: str, weights: Path) -> bool:
+    """Whether ``repo_id`` exists and is this adapter's own unfinished push: nothing in it but
+    .gitattributes, or our adapter weights, byte for byte (compared by hash, not downloaded)."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.utils import EntryNotFoundError, RevisionNotFoundError
+
+    if not api.repo_exists(repo_id):
+        return False
+    try:
+        files = {s.rfilename for s in api.model_info(repo_id, revision=branch).siblings or []}
+    except RevisionNotFoundError:
+        files = set()
+    if not files - {".gitattributes"}:
+        return True
+    if ADAPTER_WEIGHTS not in files:
+        return False
+    try:
+        meta = get_hf_file_metadata(hf_hub_url(repo_id, ADAPTER_WEIGHTS, revision=branch,
+                                               endpoint=api.endpoint), token=api.token)
+    except EntryNotFoundError:
+        return False
+    etag = (meta.etag or "").strip('"')
+    if len(etag) == 64:  # an LFS file: its sha256
+        return etag == sha256_of(weights)
+    data = weights.read_bytes()  # a small file kept in git: its blob id
+    return etag == hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
 def _refuse_unsafe(repo_id: str, files: set[str]) -> None:

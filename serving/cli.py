@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from serving.engine import ChatEngine
+from serving.engine import DEFAULT_MAX_ADAPTERS, DEFAULT_MAX_BATCH, ChatEngine
 
 
 class EngineKind(str, enum.Enum):
@@ -28,9 +28,16 @@ def serve_command(
         help="Require `Authorization: Bearer KEY` (what OpenAI clients send as api_key). "
         "Prefer the environment variable: a command line is visible to other users."),
     engine: Annotated[EngineKind, typer.Option(
-        help="loraforge: serve here, one request at a time on one base. vllm: print the "
+        help="loraforge: serve here on one base, concurrent requests batched across adapters. "
+        "vllm: print the "
         "`vllm serve` command for this base and its adapters (many GPUs, batched LoRA) and "
         "exit; the same clients work against it.")] = EngineKind.loraforge,
+    max_batch: int = typer.Option(
+        DEFAULT_MAX_BATCH, min=1, help="Requests decoded together at most; more wait their "
+        "turn. Larger batches raise throughput and memory."),
+    max_adapters: int = typer.Option(
+        DEFAULT_MAX_ADAPTERS, min=1, help="Adapters kept attached at once (least recently "
+        "used dropped first); also the most distinct adapters in one batch."),
     max_loras: int | None = typer.Option(
         None, min=1, help="With --engine vllm: adapters vLLM keeps active at once; default: all "
         "of the base's adapters."),
@@ -51,7 +58,7 @@ def serve_command(
 
     from serving.openai_api import build_app
 
-    chat = ChatEngine(base=base)
+    chat = ChatEngine(base=base, max_batch=max_batch, max_adapters=max_adapters)
     typer.echo(f"Loading base model {chat.base_name!r} on {chat.device}…")
     chat.load()
     models = [chat.base_name, *chat.list_choices()[1:]]

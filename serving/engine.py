@@ -9,6 +9,7 @@ covers loading, switching and decoding, so no request sees another's adapter.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
@@ -78,6 +79,29 @@ def _text_of(content: Any) -> str:
     if isinstance(content, list | tuple):
         return "".join(_text_of(part) for part in content)
     return ""
+
+
+class ReplyStream:
+    """An iterator over a reply's growing text that can be cancelled from another thread, e.g.
+    by a server whose client hung up while a worker thread waits for the next token."""
+
+    def __init__(self, request: ChatRequest, texts: Iterator[str]) -> None:
+        self._request = request
+        self._texts = texts
+
+    def __iter__(self) -> ReplyStream:
+        return self
+
+    def __next__(self) -> str:
+        return next(self._texts)
+
+    def cancel(self) -> None:
+        self._request.cancelled.set()
+
+    def close(self) -> None:
+        self.cancel()
+        with contextlib.suppress(ValueError):  # running in another thread: cancel() suffices
+            self._texts.close()
 
 
 class ChatEngine:
@@ -204,15 +228,16 @@ class ChatEngine:
         max_new_tokens: int = 128,
         temperature: float = 0.0,
         top_p: float = 1.0,
-    ) -> Iterator[str]:
+    ) -> ReplyStream:
         """The reply as it grows: each item is the whole text so far.
 
         The request is queued at once and decoded in a batch with whatever else is waiting
         (see serving/batching.py); the first item comes one token after its batch starts.
-        Closing the iterator early cancels the request: its row stops at the next step.
+        ``cancel()`` (from any thread) or closing the iterator early drops the request: its
+        row stops at the next step.
         """
         request = self._submit(adapter_label, messages, max_new_tokens, temperature, top_p)
-        return self._texts(request)
+        return ReplyStream(request, self._texts(request))
 
     def _texts(self, request: ChatRequest) -> Iterator[str]:
         ids: list[int] = []

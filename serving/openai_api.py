@@ -15,7 +15,7 @@ import json
 import secrets
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -127,8 +127,8 @@ def build_app(engine: ChatEngine, api_key: str | None = None) -> FastAPI:
              "root": engine.base_name, "parent": None if i == engine.base_name else
              engine.base_name} for i in ids]}
 
-    def answer(model: str, messages: list[dict[str, Any]], max_tokens: int, temperature: float,
-               top_p: float, stream: bool, kind: str):
+    def answer(request: Request, model: str, messages: list[dict[str, Any]], max_tokens: int,
+               temperature: float, top_p: float, stream: bool, kind: str):
         choice = _choice(engine, model)
         created, ident = int(time.time()), f"{kind}-{uuid.uuid4().hex[:24]}"
         prompt = "\n".join(str(m.get("content") or "") for m in messages)
@@ -183,21 +183,33 @@ def build_app(engine: ChatEngine, api_key: str | None = None) -> FastAPI:
             yield _sse(shaped("", _finish(_count(engine, sent), max_tokens), delta=True))
             yield _sse("[DONE]")
 
-        return StreamingResponse(iterate_in_threadpool(events()),
+        async def until_hung_up() -> AsyncIterator[str]:
+            # A client that hangs up must free its row at the next decode step. The server may
+            # go on accepting writes to a closed connection, so ask after every piece.
+            try:
+                async for chunk in iterate_in_threadpool(events()):
+                    if await request.is_disconnected():
+                        break
+                    yield chunk
+            finally:
+                pieces.cancel()
+
+        return StreamingResponse(until_hung_up(),
                                  media_type="text/event-stream")
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(body: ChatRequest):
+    async def chat_completions(body: ChatRequest, request: Request):
         messages = [m.model_dump() for m in body.messages]
         max_tokens = body.max_completion_tokens or body.max_tokens or 256
-        return await run_in_threadpool(answer, body.model, messages, max_tokens,
+        return await run_in_threadpool(answer, request, body.model, messages, max_tokens,
                                        body.temperature, body.top_p, body.stream, "chatcmpl")
 
     @app.post("/v1/completions")
-    async def completions(body: CompletionRequest):
+    async def completions(body: CompletionRequest, request: Request):
         # The engine serves chat models: the prompt is one user turn through the chat template.
         messages = [{"role": "user", "content": body.prompt}]
-        return await run_in_threadpool(answer, body.model, messages, body.max_tokens or 16,
-                                       body.temperature, body.top_p, body.stream, "cmpl")
+        return await run_in_threadpool(answer, request, body.model, messages,
+                                       body.max_tokens or 16, body.temperature, body.top_p,
+                                       body.stream, "cmpl")
 
     return app

@@ -69,6 +69,11 @@ class FakeHub:
         self.requests: list[tuple[str, str]] = []  # (method, path), for tests to inspect
         self.auth_headers_seen: list[str] = []
         self.lock = threading.Lock()
+        # Fault injection: a commit that arrives sets commit_arrived, then waits for
+        # commit_gate (when set up); with drop_commits it is then refused instead of applied.
+        self.commit_arrived = threading.Event()
+        self.commit_gate: threading.Event | None = None
+        self.drop_commits = False
 
     def user_for(self, authorization: str | None, *, required: bool) -> str | None:
         if not authorization:
@@ -250,6 +255,11 @@ class HubRequestHandler(BaseHTTPRequestHandler):
         self._json(200, {"success": True})
 
     def commit(self, body: bytes, repo: str, rev: str) -> None:
+        self.hub.commit_arrived.set()
+        if self.hub.commit_gate is not None:
+            self.hub.commit_gate.wait(timeout=120)
+            if self.hub.drop_commits:
+                raise HubError(503, "the commit was lost")
         user = self.hub.user_for(self.headers.get("Authorization"), required=True)
         target = self.hub.repo(repo, user, write=True)
         parent = target.resolve(rev)

@@ -1,4 +1,4 @@
-"""Several processes writing one store at once: imports, a snapshot build and readers.
+"""Several processes writing one store at once: imports, crawls, a snapshot build, a training.
 
 Each import is a separate ``loraforge``-style job in its own process, started together, with
 overlapping rows (the same pages in every file), on real SQLite and real PostgreSQL. Every job
@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
 from registry.db import session_scope
-from registry.models import Article, CrawlRun, QAPair
+from registry.models import Adapter, Article, CrawlRun, DatasetSnapshot, QAPair, TrainingRun
 
 JOBS = 4
 SHARED_ROWS = 30  # in every file: stored once, by whichever job gets there first
@@ -83,6 +85,53 @@ def test_imports_and_a_snapshot_build_at_once_store_each_page_once(store_url: st
     assert pairs == SHARED_ROWS + JOBS * OWN_ROWS
     assert len(statuses) == 1 + 2 * (JOBS - 1)
     assert {s.value for s in statuses} == {"finished"}
+
+
+def test_two_crawls_a_snapshot_build_and_a_training_at_once_each_end_as_they_should(
+        store_url: str):
+    """The jobs a team runs on one store in an afternoon, as CLI processes started together."""
+    from crawlers.demo_site import serve
+    from curation.build import build_snapshot
+    from tests.trainers.conftest import insert_qa_pairs, read_medquad
+    from trainers.base_model import build_tiny_base
+
+    insert_qa_pairs(read_medquad(limit=40))
+    build_tiny_base(steps=10)
+    build_snapshot(name="before", seed=0)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    with serve(per_collection=3) as site:
+        commands = {
+            "qa crawl": ["crawl", "qa", "--sitemap", f"{site}/sitemap.xml"],
+            "articles crawl": ["crawl", "articles", "--start-url", f"{site}/",
+                               "--topic", "health"],
+            "snapshot build": ["data", "build", "--name", "during", "--clusters", "0"],
+            "training": ["train", "--dataset", "before", "--name", "during", "--max-steps", "4",
+                         "--set", "progress_bar=false", "--set", "generate_examples=1"],
+        }
+        jobs = {name: subprocess.Popen([sys.executable, "-m", "loraforge", *args], env=env,
+                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                       text=True)
+                for name, args in commands.items()}
+        outcomes = {name: (job.wait(timeout=600), job.stdout.read()[-1500:])
+                    for name, job in jobs.items()}
+    failed = {name: out for name, (code, out) in outcomes.items() if code != 0}
+    assert not failed, failed
+
+    with session_scope(store_url) as session:
+        pages = session.scalar(select(func.count()).select_from(Article))
+        distinct = session.scalar(select(func.count(func.distinct(Article.url))))
+        questions = session.scalar(select(func.count()).select_from(QAPair))
+        distinct_questions = session.scalar(
+            select(func.count(func.distinct(QAPair.content_hash))))
+        crawls = [(r.spider, r.status.value) for r in session.scalars(select(CrawlRun))]
+        runs = [r.status.value for r in session.scalars(select(TrainingRun))]
+        snapshots = set(session.scalars(select(DatasetSnapshot.name)))
+        adapters = [a.name for a in session.scalars(select(Adapter))]
+    assert pages == distinct and questions == distinct_questions
+    assert pages > 1
+    assert sorted(crawls) == [("articles", "finished"), ("qa", "finished")]
+    assert runs == ["succeeded"] and adapters == ["during"]
+    assert snapshots == {"before", "during"}
 
 
 @pytest.fixture(autouse=True)

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from core import jobs
 from trainers.evaluation import EvalConfig, EvalPlan
 
 console = Console()
@@ -102,10 +103,16 @@ def eval_command(
 
         raise TrainerError("nothing to evaluate: name an adapter, or drop --no-base")
     if as_json:
-        batch_id = run_evaluation(plan, config)
+        batch_id = run_evaluation(plan, config, progress=_emit_progress)
+        jobs.emit_result(evaluation_batch=batch_id)
         typer.echo(json.dumps([r.__dict__ for r in batch(batch_id)], indent=1, default=str))
         return
-    evaluate_and_print(plan, config, examples)
+    jobs.emit_result(evaluation_batch=evaluate_and_print(plan, config, examples))
+
+
+def _emit_progress(label: str, done: int, total: int) -> None:
+    """Answers so far for one model, to a parent job (core.jobs), e.g. the app's progress bar."""
+    jobs.emit("progress", model=label, step=done, total=total)
 
 
 def evaluate_and_print(plan: EvalPlan, config: EvalConfig, examples: int = 3) -> str:
@@ -121,6 +128,7 @@ def evaluate_and_print(plan: EvalPlan, config: EvalConfig, examples: int = 3) ->
         tasks: dict[str, int] = {}
 
         def on_batch(label: str, done: int, total: int) -> None:
+            _emit_progress(label, done, total)
             if label not in tasks:
                 tasks[label] = progress.add_task(label, total=total)
             progress.update(tasks[label], completed=done)

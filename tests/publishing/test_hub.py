@@ -253,3 +253,44 @@ def test_push_with_gguf_uploads_the_exports_beside_the_adapter_and_says_how_to_r
     result.files[0].path.write_bytes(b"changed")  # a file edited after its export is refused
     with pytest.raises(HubError, match="changed since it was exported"):
         push_adapter("alpha", "alice/alpha-gguf", gguf=True, exist_ok=True)
+
+
+@pytest.mark.parametrize("commit_lands", [False, True])
+def test_a_push_killed_mid_upload_records_nothing_and_a_rerun_finishes_it(
+    lineage_store: LineageStore, local_hub: LocalHub, commit_lands: bool
+) -> None:
+    """kill -9 while the Hub holds the commit; the commit is then lost, or lands with no one
+    left to record it. Either way no publication row, and the same command again completes."""
+    import signal
+    import threading
+
+    hub = local_hub.server.hub
+    hub.commit_gate, hub.drop_commits = threading.Event(), not commit_lands
+    env = {**os.environ, "LORAFORGE_HOME": str(lineage_store.home), "HF_ENDPOINT": local_hub.url,
+           "HF_TOKEN": HUB_TOKEN, "HF_HUB_DISABLE_XET": "1", "HF_HUB_OFFLINE": "0"}
+    env.pop("LORAFORGE_DATABASE_URL", None)
+    push = ["hub", "push", "alpha", "--repo", "alice/killed-push"]
+    before = store_state(lineage_store.home)
+    proc = subprocess.Popen([sys.executable, "-m", "loraforge", *push], cwd=REPO_ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert hub.commit_arrived.wait(timeout=120), "the push never reached its commit"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    hub.commit_gate.set()  # the held commit is now refused, or applied
+    assert store_state(lineage_store.home) == before
+    assert ("adapter_model.safetensors" in repo_files(local_hub, "alice/killed-push")) \
+        == commit_lands
+
+    hub.commit_gate = None
+    again = run_cli(*push, home=lineage_store.home, hub=local_hub, token=HUB_TOKEN)
+    assert again.returncode == 0, again.stderr
+    with session_scope() as session:
+        rows = session.scalars(select(HubPublication)).all()
+        assert [r.repo_id for r in rows] == ["alice/killed-push"]
+    files = repo_files(local_hub, "alice/killed-push")
+    assert files["adapter_model.safetensors"] == (
+        Path(lineage_store.home) / "adapters" / "alpha-v1" / "adapter_model.safetensors"
+    ).read_bytes()
+

@@ -77,10 +77,14 @@ def test_twenty_clients_for_a_minute_get_their_own_replies_and_memory_stays_flat
     assert errors == []
     assert wrong == []
     assert min(served) >= 2, served
+    # The first quarter is warm-up (threads' allocator arenas, first batches of each size);
+    # a leak shows as growth from the second quarter to the last.
     quarter = max(1, len(memory) // 4)
-    first, last = memory[:quarter], memory[-quarter:]
-    growth = (sum(last) / len(last) - sum(first) / len(first)) / 2**20
-    assert growth < 64, f"resident memory grew {growth:.0f} MB over {SECONDS:.0f} s"
+    second, last = memory[quarter:2 * quarter], memory[-quarter:]
+    mib = [m / 2**20 for m in memory[::max(1, len(memory) // 8)]]
+    growth = (sum(last) / len(last) - sum(second) / len(second)) / 2**20
+    print(f"resident MiB over the run: {', '.join(f'{m:.0f}' for m in mib)}")
+    assert growth < 48, f"resident memory grew {growth:.0f} MiB after warm-up: {mib}"
 
 
 def test_a_client_that_hangs_up_mid_stream_frees_its_row(api):

@@ -123,3 +123,23 @@ def test_a_pickle_only_adapter_is_refused_before_loading(trained_store, capsys, 
         assert batch("no-such-batch") == []
     finally:  # the store is shared by the session's trainer tests
         delete_adapter(pickled_id)
+
+
+def test_eval_as_a_job_reports_progress_per_model_and_its_batch(trained_store):
+    """The app and the demo run `loraforge eval` as a job: they get a progress event per batch of
+    answers for each model, and the recorded batch in the result, not a guess from the table."""
+    from core.jobs import Job, loraforge_argv
+
+    label = get_adapter(trained_store.adapter_id).label
+    job = Job(loraforge_argv("eval", label, "--limit", "3", "--batch-size", "1",
+                             "--max-new-tokens", "4"), {"LORAFORGE_HOME": str(trained_store.home)})
+    updates = list(job.updates())
+    result = updates[-1].result
+    assert result is not None and result.ok, result
+    steps: dict[str, list[int]] = {}
+    for event in (u.progress for u in updates if u.progress is not None):
+        if event["step"] not in steps.setdefault(event["model"], []):
+            steps[event["model"]].append(event["step"])
+    assert len(steps) == 2 and all(s == [1, 2, 3] for s in steps.values()), steps
+    rows = batch(result.data["evaluation_batch"])
+    assert sorted(r.model_label for r in rows) == sorted(steps)

@@ -87,3 +87,30 @@ def test_a_killed_merge_leaves_no_folder_under_its_name_and_reruns(
     assert done.returncode == 0, done.stderr[-2000:]
     merged = out if (out / "model.safetensors").is_file() else tmp_path / "again"
     assert (merged / "model.safetensors").is_file() and (merged / "config.json").is_file()
+
+
+def test_a_killed_gguf_base_add_leaves_no_row_on_partial_files_and_reruns(tmp_path: Path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from publishing.gguf_file import quantization, write_model
+    from registry.bases import find_base
+    from tests.ui.conftest import _build_base
+
+    _build_base(tmp_path / "source")  # a tiny Llama with a byte-level BPE chat tokenizer
+    gguf = tmp_path / "tiny.gguf"
+    write_model(gguf, AutoModelForCausalLM.from_pretrained(tmp_path / "source"),
+                AutoTokenizer.from_pretrained(tmp_path / "source"), name="tiny",
+                quant=quantization("f32"))
+    with _store_at(tmp_path / "home") as home:
+        args = ["base", "add", "from-gguf", "--from-gguf", str(gguf)]
+        killed_writing = _kill_while_writing(args, home, ".from-gguf-*", home / "bases")
+        base = find_base("from-gguf")
+        if base is not None:  # it finished before the kill: whole files under its row
+            assert (Path(base.path) / "model.safetensors").is_file()
+            return
+        assert killed_writing
+        done = _run(args, home)
+        assert done.returncode == 0, done.stderr[-2000:]
+        base = find_base("from-gguf")
+        assert base is not None and (Path(base.path) / "model.safetensors").is_file()
+        AutoModelForCausalLM.from_pretrained(base.path)
