@@ -86,10 +86,17 @@ def _adapter(name: str) -> Adapter:
         return adapter
 
 
+@pytest.fixture(scope="module")
+def one_process(store: Path) -> Adapter:
+    """The reference: the same run in a single process."""
+    _run(_launch(1, ["--name", "one", "--max-steps", "6", *SAME_RUN]), store)
+    return _adapter("one")
+
+
 @pytest.mark.parametrize("config", ["ddp.yaml", "fsdp.yaml"])
-def test_two_processes_record_one_run_and_train_what_one_process_trains(store: Path,
-                                                                       config: str):
-    launched, alone = f"two-{config[:-5]}", f"one-{config[:-5]}"
+def test_two_processes_record_one_run_and_train_what_one_process_trains(
+        store: Path, one_process: Adapter, config: str):
+    launched = f"two-{config[:-5]}"
     runs, adapters = _rows(TrainingRun), _rows(Adapter)
     _run(_launch(2, ["--name", launched, "--max-steps", "6", *SAME_RUN], config), store)
     assert (_rows(TrainingRun), _rows(Adapter)) == (runs + 1, adapters + 1)
@@ -110,8 +117,7 @@ def test_two_processes_record_one_run_and_train_what_one_process_trains(store: P
         base_path = session.get(TrainingRun, ddp.training_run_id).base_model.path
     PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_path), ddp.path)
 
-    _run(_launch(1, ["--name", alone, "--max-steps", "6", *SAME_RUN]), store)
-    single = _adapter(alone)
+    single = one_process
     one = json.loads((Path(single.path) / "train_metrics.json").read_text())
     assert [p["loss"] for p in one["loss_curve"]] == pytest.approx(
         [p["loss"] for p in metrics["loss_curve"]], abs=2e-4)
