@@ -17,10 +17,11 @@ admits new rows only when the running ones have ended.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,6 +98,29 @@ def select_joiners(pending: list[ChatRequest], running: list[ChatRequest], max_r
     for request in taken:
         pending.remove(request)
     return taken
+
+
+class ReplyStream:
+    """An iterator over a reply's growing text that can be cancelled from another thread, e.g.
+    by a server whose client hung up while a worker thread waits for the next token."""
+
+    def __init__(self, request: ChatRequest, texts: Iterator[str]) -> None:
+        self._request = request
+        self._texts = texts
+
+    def __iter__(self) -> ReplyStream:
+        return self
+
+    def __next__(self) -> str:
+        return next(self._texts)
+
+    def cancel(self) -> None:
+        self._request.cancelled.set()
+
+    def close(self) -> None:
+        self.cancel()
+        with contextlib.suppress(ValueError):  # running in another thread: cancel() suffices
+            self._texts.close()
 
 
 class BatchScheduler:

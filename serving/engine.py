@@ -9,7 +9,6 @@ covers loading, switching and decoding, so no request sees another's adapter.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
 import threading
@@ -25,7 +24,7 @@ from registry.adapter_files import AdapterFileError, check_adapter_dir, not_plai
 from registry.adapters import AdapterRecord, list_adapters
 from registry.bases import list_bases
 from registry.db import ensure_schema
-from serving.batching import BatchScheduler, ChatRequest
+from serving.batching import BatchScheduler, ChatRequest, ReplyStream
 
 BASE_ONLY = "base model only"
 DEFAULT_MAX_ADAPTERS = 8
@@ -79,29 +78,6 @@ def _text_of(content: Any) -> str:
     if isinstance(content, list | tuple):
         return "".join(_text_of(part) for part in content)
     return ""
-
-
-class ReplyStream:
-    """An iterator over a reply's growing text that can be cancelled from another thread, e.g.
-    by a server whose client hung up while a worker thread waits for the next token."""
-
-    def __init__(self, request: ChatRequest, texts: Iterator[str]) -> None:
-        self._request = request
-        self._texts = texts
-
-    def __iter__(self) -> ReplyStream:
-        return self
-
-    def __next__(self) -> str:
-        return next(self._texts)
-
-    def cancel(self) -> None:
-        self._request.cancelled.set()
-
-    def close(self) -> None:
-        self.cancel()
-        with contextlib.suppress(ValueError):  # running in another thread: cancel() suffices
-            self._texts.close()
 
 
 class ChatEngine:
@@ -279,38 +255,48 @@ class ChatEngine:
         """The scheduler's step (its thread only): admit the joiners, or decode one token for
         every running row; finish the rows that ended and return those still running."""
         with self._lock:
-            self._ensure_base()
-            fresh = []
-            for request in joiners:
-                try:
-                    request.prompt_ids = self._prompt_ids(request.chat, request.max_new_tokens)
-                    fresh.append(request)
-                except ChatError as exc:
-                    request.finish(error=exc)
-            if self.is_diffusion:
-                for request in fresh:  # one at a time: the scheduler admits one row
-                    request.finish(self._run_diffusion(request))
-                return []
-            batch = self._decoding
-            if fresh:
-                names = self._attach([r.adapter for r in fresh])
-                tokens = batch.admit(fresh, names, [r.prompt_ids for r in fresh],
-                                     [r.sampling for r in fresh])
-                ended = self._hand_out(fresh, tokens)
-                ended = [i + len(batch.rows) - len(fresh) for i in ended]
-            elif batch.rows:
-                ended = self._hand_out(batch.rows, batch.step())
-            else:
-                return []
-            gone = set(ended)
-            for i in ended:
-                request = batch.rows[i]
-                self.tokens_decoded += len(request.ids)
-                request.finish(self.tokenizer.decode(request.ids,
-                                                     skip_special_tokens=True).strip())
-            batch.keep([i for i in range(len(batch.rows)) if i not in gone])
-            self._in_use = {r.label for r in batch.rows if r.label is not None}
-            return list(batch.rows)
+            try:
+                return self._advance(joiners)
+            except BaseException:
+                # The scheduler fails every row it gave us; the next requests start afresh.
+                if self._decoding is not None:
+                    self._decoding.keep([])
+                self._in_use = set()
+                raise
+
+    def _advance(self, joiners: list[ChatRequest]) -> list[ChatRequest]:
+        self._ensure_base()
+        fresh = []
+        for request in joiners:
+            try:
+                request.prompt_ids = self._prompt_ids(request.chat, request.max_new_tokens)
+                fresh.append(request)
+            except ChatError as exc:
+                request.finish(error=exc)
+        if self.is_diffusion:
+            for request in fresh:  # one at a time: the scheduler admits one row
+                request.finish(self._run_diffusion(request))
+            return []
+        batch = self._decoding
+        if fresh:
+            names = self._attach([r.adapter for r in fresh])
+            tokens = batch.admit(fresh, names, [r.prompt_ids for r in fresh],
+                                 [r.sampling for r in fresh])
+            ended = self._hand_out(fresh, tokens)
+            ended = [i + len(batch.rows) - len(fresh) for i in ended]
+        elif batch.rows:
+            ended = self._hand_out(batch.rows, batch.step())
+        else:
+            return []
+        gone = set(ended)
+        for i in ended:
+            request = batch.rows[i]
+            self.tokens_decoded += len(request.ids)
+            request.finish(self.tokenizer.decode(request.ids,
+                                                 skip_special_tokens=True).strip())
+        batch.keep([i for i in range(len(batch.rows)) if i not in gone])
+        self._in_use = {r.label for r in batch.rows if r.label is not None}
+        return list(batch.rows)
 
     def _hand_out(self, rows: list[ChatRequest], tokens: Any) -> list[int]:
         """Give each row its new token; the indices of rows that ended (end-of-sequence, token

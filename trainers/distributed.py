@@ -122,3 +122,17 @@ def stop_on_sigterm() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def sigterm_deferred() -> Iterator[None]:
+    """Hold off the launcher's SIGTERM while a failure is being recorded, so the record is not
+    cut short; the launcher's SIGKILL after its grace period still ends the process."""
+    if not current().multi:
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -378,14 +378,15 @@ def _train_and_register(plan: RunPlan) -> int:
             )
         shutil.rmtree(plan.checkpoint_dir, ignore_errors=True)
     except BaseException as exc:
-        shutil.rmtree(plan.work_dir, ignore_errors=True)
-        if final_dir is not None:
-            shutil.rmtree(final_dir, ignore_errors=True)
-        if not any(plan.checkpoint_dir.glob("checkpoint-*")):  # nothing to resume from
-            shutil.rmtree(plan.checkpoint_dir, ignore_errors=True)
-        adapters.fail_run(plan.run_id, "interrupted; `loraforge train --resume` continues it "
-                          "from its last checkpoint" if isinstance(exc, KeyboardInterrupt)
-                          else f"{type(exc).__name__}: {exc}")
+        with distributed.sigterm_deferred():  # a lost process: the launcher stops us next
+            shutil.rmtree(plan.work_dir, ignore_errors=True)
+            if final_dir is not None:
+                shutil.rmtree(final_dir, ignore_errors=True)
+            if not any(plan.checkpoint_dir.glob("checkpoint-*")):  # nothing to resume from
+                shutil.rmtree(plan.checkpoint_dir, ignore_errors=True)
+            adapters.fail_run(plan.run_id, "interrupted; `loraforge train --resume` continues "
+                              "it from its last checkpoint" if isinstance(exc, KeyboardInterrupt)
+                              else f"{type(exc).__name__}: {exc}")
         # Under a launch, exiting is how the others learn of it: the launcher stops them.
         if isinstance(exc, Exception) and not isinstance(exc, TrainerError):
             raise TrainerError(f"training run #{plan.run_id} failed: {exc}; "

@@ -263,6 +263,7 @@ def test_a_push_killed_mid_upload_records_nothing_and_a_rerun_finishes_it(
     left to record it. Either way no publication row, and the same command again completes."""
     import signal
     import threading
+    import time
 
     hub = local_hub.server.hub
     hub.commit_gate, hub.drop_commits = threading.Event(), not commit_lands
@@ -279,6 +280,10 @@ def test_a_push_killed_mid_upload_records_nothing_and_a_rerun_finishes_it(
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
     hub.commit_gate.set()  # the held commit is now refused, or applied
+    deadline = time.monotonic() + 30
+    while commit_lands and "adapter_model.safetensors" not in repo_files(
+            local_hub, "alice/killed-push") and time.monotonic() < deadline:
+        time.sleep(0.02)  # the server applies it in its own thread
     assert store_state(lineage_store.home) == before
     assert ("adapter_model.safetensors" in repo_files(local_hub, "alice/killed-push")) \
         == commit_lands
