@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from registry.db import session_scope
 from registry.errors import RegistryError
 from registry.models import Adapter, RunStatus, TrainingRun, utcnow
+from registry.records import record_of
 
 
 @dataclass(frozen=True)
@@ -52,23 +53,15 @@ class RunRecord:
 
 def _adapter_record(row: Adapter) -> AdapterRecord:
     base = row.base_model
-    return AdapterRecord(
-        id=row.id, name=row.name, version=row.version, label=row.label, path=row.path,
-        method=row.method, base_name=base.name, base_path=base.path or base.source,
-        metrics=dict(row.metrics or {}),
-        snapshot_name=row.snapshot.name if row.snapshot is not None else None,
-        training_run_id=row.training_run_id, created_at=row.created_at,
-    )
+    return record_of(AdapterRecord, row, label=row.label, base_name=base.name,
+                     base_path=base.path or base.source,
+                     snapshot_name=row.snapshot.name if row.snapshot is not None else None)
 
 
 def _run_record(row: TrainingRun) -> RunRecord:
-    return RunRecord(
-        id=row.id, method=row.method, status=row.status.value, config=dict(row.config or {}),
-        metrics=dict(row.metrics or {}), loss_curve=list(row.loss_curve or []), error=row.error,
-        output_dir=row.output_dir,
-        base_name=row.base_model.name if row.base_model is not None else None,
-        snapshot_name=row.snapshot.name if row.snapshot is not None else None,
-    )
+    return record_of(RunRecord, row,
+                     base_name=row.base_model.name if row.base_model is not None else None,
+                     snapshot_name=row.snapshot.name if row.snapshot is not None else None)
 
 
 def start_run(*, method: str, base_model_id: int, snapshot_id: int, config: dict[str, Any]) -> int:

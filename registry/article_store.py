@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from registry.db import ensure_schema, session_scope
 from registry.errors import StoreError
 from registry.models import Article, CrawlRun, CrawlStatus, DatasetMember, QAPair, Source, utcnow
+from registry.records import record_of
 
 
 @dataclass(frozen=True)
@@ -264,14 +265,7 @@ def finish_crawl_run(run_id: int, *, status: CrawlStatus | str, pages_seen: int,
 
 
 def _summary(run: CrawlRun, qa_pairs: int) -> CrawlRunSummary:
-    return CrawlRunSummary(
-        id=run.id, spider=run.spider, status=run.status.value, args=dict(run.args or {}),
-        pages_seen=run.pages_seen, items_stored=run.items_stored,
-        items_updated=run.items_updated, items_unchanged=run.items_unchanged,
-        items_dropped=run.items_dropped, drop_reasons=dict(run.drop_reasons or {}),
-        error=run.error, started_at=run.started_at, finished_at=run.finished_at,
-        qa_pairs=qa_pairs,
-    )
+    return record_of(CrawlRunSummary, run, qa_pairs=qa_pairs)
 
 
 def _qa_counts(session: Session, run_ids: list[int]) -> dict[int, int]:

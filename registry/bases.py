@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 
 from registry.db import session_scope
 from registry.models import Article, BaseModel, ModelKind, QAPair
+from registry.records import record_of
 
 
 @dataclass(frozen=True)
@@ -30,10 +31,7 @@ class BaseRecord:
 
 
 def _record(row: BaseModel) -> BaseRecord:
-    return BaseRecord(
-        id=row.id, name=row.name, source=row.source, path=row.path, kind=row.kind.value,
-        architecture=row.architecture, parameters=row.parameters, config=dict(row.config or {}),
-    )
+    return record_of(BaseRecord, row)
 
 
 def iter_store_texts(batch_size: int = 500) -> Iterator[str]:

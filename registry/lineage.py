@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, selectinload
 from registry.adapters import get_adapter
 from registry.db import session_scope
 from registry.models import Adapter, Article, CrawlRun, DatasetMember, QAPair
+from registry.records import record_of
 
 
 @dataclass(frozen=True)
@@ -97,8 +98,7 @@ def adapter_lineage(label_or_id: str | int) -> Lineage:
         lineage = Lineage(
             adapter_label=adapter.label, base_name=adapter.base_model.name,
             base_source=adapter.base_model.source,
-            run=RunLineage(run.id, run.method, run.status.value, dict(run.config or {}),
-                           run.started_at, run.finished_at) if run is not None else None,
+            run=record_of(RunLineage, run) if run is not None else None,
             snapshot=None, source_repo=adapter.source_repo,
             source_revision=adapter.source_revision,
         )
@@ -113,16 +113,15 @@ def adapter_lineage(label_or_id: str | int) -> Lineage:
         urls = sorted({a.url for a in articles} | {qa.source for qa in qa_pairs if qa.source})
         return replace(
             lineage,
-            snapshot=SnapshotLineage(
-                snapshot.id, snapshot.name, snapshot.kind, snapshot.content_hash, snapshot.seed,
-                dict(snapshot.counts or {}), _split_sizes(session, snapshot.id)),
+            snapshot=record_of(SnapshotLineage, snapshot,
+                               split_sizes=_split_sizes(session, snapshot.id)),
             qa_pairs=len(qa_pairs), articles=len(articles),
             languages=sorted({a.language for a in articles if a.language}),
             topics=sorted({t for t in [*(a.topic for a in articles),
                                        *(qa.topic for qa in qa_pairs)] if t}),
             crawl_runs=[
-                CrawlRunLineage(c.id, c.spider, c.status.value,
-                                c.source.name if c.source is not None else None, c.started_at)
+                record_of(CrawlRunLineage, c,
+                          source=c.source.name if c.source is not None else None)
                 for c in crawl_runs],
             urls=urls,
         )

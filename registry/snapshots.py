@@ -20,6 +20,7 @@ from registry.models import (
     Source,
     Split,
 )
+from registry.records import record_of
 
 
 @dataclass(frozen=True)
@@ -96,11 +97,7 @@ class SnapshotMember:
 
 
 def _record(row: DatasetSnapshot) -> SnapshotRecord:
-    return SnapshotRecord(
-        id=row.id, name=row.name, kind=row.kind, params=dict(row.params or {}), seed=row.seed,
-        content_hash=row.content_hash, counts=dict(row.counts or {}),
-        token_stats=dict(row.token_stats or {}), path=row.path, created_at=row.created_at,
-    )
+    return record_of(SnapshotRecord, row)
 
 
 def _date_col(stmt_entity: type) -> Any:

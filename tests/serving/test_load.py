@@ -16,7 +16,8 @@ from serving.engine import BASE_ONLY, ChatEngine
 from tests.serving.conftest import KEY
 
 CLIENTS = 20
-SECONDS = float(os.environ.get("LORAFORGE_LOAD_SECONDS", "60"))
+# 30 s in the suite to keep CI short; LORAFORGE_LOAD_SECONDS=60 is the full minute.
+SECONDS = float(os.environ.get("LORAFORGE_LOAD_SECONDS", "30"))
 QUESTIONS = ["What is a low-rank adapter?", "What is glaucoma?", "Why?",
              "How do I treat a cold at home, and when should I see a doctor?"]
 MODELS = {"tiny-chat": BASE_ONLY, "alpha:v1": "alpha:v1", "beta:v1": "beta:v1"}
