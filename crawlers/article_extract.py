@@ -12,6 +12,12 @@ from crawlers.extract import jsonld_nodes, jsonld_types
 
 ARTICLE_TYPES = {"Article", "NewsArticle", "BlogPosting", "ScholarlyArticle", "MedicalWebPage",
                  "Report", "TechArticle", "MedicalScholarlyArticle"}
+# Below RECHECK_WORDS the precise extraction is checked against the default one, which wins when
+# it finds over WIDER_FACTOR times the words. A page whose main text is under ARTICLE_WORDS and
+# whose body is mostly links is an index page; a longer text is an article whatever its page.
+RECHECK_WORDS = 250
+WIDER_FACTOR = 4
+ARTICLE_WORDS = 50
 
 
 @dataclass(frozen=True)
@@ -57,12 +63,35 @@ def _declared(root) -> dict[str, str | None]:
     }
 
 
+def _words(text: str | None) -> int:
+    return len(text.split()) if text else 0
+
+
 def link_density(root) -> float:
     """Share of the main region's text that sits in links: high on index and tag pages."""
     region = next(iter(root.xpath("//main | //article | //body")), root)
     total = len("".join(region.itertext()).split())
     linked = sum(len("".join(a.itertext()).split()) for a in region.iter("a"))
     return linked / total if total else 1.0
+
+
+def linked_share(text: str, root) -> float:
+    """Share of the extracted text's words on lines that are a link's whole text: a list of
+    headlines extracted from an index page is all links, an article's paragraphs are not."""
+    anchors = {" ".join("".join(a.itertext()).split()) for a in root.iter("a")}
+    anchors.discard("")
+    lines = [" ".join(line.removeprefix("- ").split()) for line in text.splitlines()]
+    total = sum(_words(line) for line in lines)
+    linked = sum(_words(line) for line in lines if line in anchors)
+    return linked / total if total else 0.0
+
+
+def _trafilatura(html: str, url: str | None, precise: bool):
+    import trafilatura  # a second to import: spiders that do not extract articles skip it
+
+    return trafilatura.bare_extraction(
+        html, url=url, with_metadata=True, include_comments=False, include_tables=True,
+        favor_precision=precise, deduplicate=False)
 
 
 def extract_article(html: str, url: str | None = None,
@@ -72,26 +101,29 @@ def extract_article(html: str, url: str | None = None,
         root = lxml_html.fromstring(html)
     except (ValueError, lxml_html.etree.ParserError) as exc:
         return f"unparseable html ({exc})"
-    if link_density(root) > max_link_density:
+    # Trafilatura's precision setting scores best on real news pages (see
+    # benchmarks/article_extraction.py), but now and then keeps a fragment of a long article:
+    # when the default setting finds several times more, the fragment was a miss.
+    found = _trafilatura(html, url, precise=True)
+    text = found.text if found is not None else ""
+    if _words(text) < RECHECK_WORDS:
+        wider = _trafilatura(html, url, precise=False)
+        if wider is not None and _words(wider.text) > WIDER_FACTOR * _words(text):
+            found, text = wider, wider.text
+    if text and (linked_share(text, root) > max_link_density or (
+            _words(text) < ARTICLE_WORDS and link_density(root) > max_link_density)):
         return "index page (mostly links)"
-    import trafilatura  # a second to import: spiders that do not extract articles skip it
-
     declared = _declared(root)
-    found = trafilatura.bare_extraction(
-        html, url=url, with_metadata=True, include_comments=False, include_tables=True,
-        favor_precision=True, deduplicate=False)
-    text = (found.text if found is not None else None) or declared["body"] \
-        or declared["description"]
+    text = text or declared["body"] or declared["description"]
     if not text:
         return "no main text"
     canonical = root.xpath("//link[@rel='canonical']/@href")
-    guessed = found
     return ExtractedArticle(
-        title=declared["title"] or (guessed.title if guessed else None) or "",
+        title=declared["title"] or (found.title if found else None) or "",
         text=text,
         # The site's own statement beats trafilatura's guesses (it may take a © year for a date).
-        author=declared["author"] or (guessed.author if guessed else None),
-        published=declared["published"] or (guessed.date if guessed else None),
-        language=declared["language"] or (guessed.language if guessed else None),
+        author=declared["author"] or (found.author if found else None),
+        published=declared["published"] or (found.date if found else None),
+        language=declared["language"] or (found.language if found else None),
         canonical_url=canonical[0].strip() if canonical else None,
     )

@@ -13,11 +13,19 @@ from dataclasses import dataclass, fields
 
 _SPACES = re.compile(r"[ \t\f\v\r\u00a0\u2000-\u200b\u202f\u205f\u3000]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
-# A tag left behind in text (e.g. "<b>" escaped twice by the site); "a < b" is not a tag.
-# Inline tags vanish ("<i>it</i>?" is "it?"); any other tag separates words.
+# A tag left behind in text (e.g. "<b>" escaped twice by the site); "a < b" is not a tag, and
+# neither is "<The Palace: Tale of Jang Noksu>", the title brackets of Korean and Chinese text:
+# only HTML's own element names count. Inline tags vanish ("<i>it</i>?" is "it?"); any other
+# tag separates words.
 _INLINE_TAG = re.compile(
     r"</?(?:a|abbr|b|cite|code|em|i|mark|q|s|small|span|strong|sub|sup|u)(?:\s[^<>]*)?/?>", re.I)
-_LEFTOVER_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9-]*(?:\s[^<>]*)?/?>")
+_BLOCK_TAGS = (
+    "address|article|aside|audio|blockquote|body|br|button|caption|center|col|colgroup|dd|del|"
+    "details|dialog|div|dl|dt|embed|fieldset|figcaption|figure|font|footer|form|h[1-6]|head|"
+    "header|hr|html|iframe|img|input|ins|label|legend|li|link|main|meta|nav|noscript|object|ol|"
+    "option|p|picture|pre|script|section|select|source|style|summary|svg|table|tbody|td|"
+    "template|textarea|tfoot|th|thead|title|tr|ul|video|wbr")
+_LEFTOVER_TAG = re.compile(rf"</?(?:{_BLOCK_TAGS})(?:\s[^<>]*)?/?>", re.I)
 # "http://x.org/a", "www.x.org/a": the scheme or "www." marks a URL; a trailing full stop or
 # closing bracket belongs to the sentence, not the URL.
 _URL = re.compile(r"(?:\b[a-z][a-z0-9+.-]*://|\bwww\.)[^\s<>\"']*[^\s<>\"'.,;:!?)\]]", re.I)
