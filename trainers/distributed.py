@@ -74,6 +74,21 @@ def start() -> None:
                            "--multi_gpu` (also on CPU) or `torchrun`")
 
 
+def finish() -> None:
+    """Leave the launch's process group once the run is over on this process.
+
+    A process that exits with its gloo group still open can abort in the group's C++ teardown
+    ("terminate called without an active exception", SIGABRT), and the launcher then reports
+    the whole launch as failed although the run was recorded."""
+    if not current().multi:
+        return
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()  # no process leaves while another still waits in the last broadcast
+        dist.destroy_process_group()
+
+
 def _device() -> Any:
     """Where object collectives stage their bytes: NCCL needs this process's GPU."""
     import torch

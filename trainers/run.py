@@ -296,7 +296,9 @@ def run_training(
     if message is not None:
         raise TrainerError(message)
     with distributed.stop_on_sigterm():
-        return _train_and_register(plan)
+        adapter_id = _train_and_register(plan)
+    distributed.finish()
+    return adapter_id
 
 
 def _plan_run(method: str, base: str, snapshot: str | None, adapter_name: str | None,
