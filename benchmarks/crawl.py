@@ -1,16 +1,22 @@
-"""Crawl throughput: the ``qa`` spider storing into SQLite and PostgreSQL vs. a bare spider.
+"""Crawl throughput: the ``qa`` and ``articles`` spiders storing into SQLite and PostgreSQL
+vs. a bare spider.
 
     python benchmarks/crawl.py --pages 2000
+    python benchmarks/crawl.py --pages 2000 --profile /tmp/crawl-profile   # where time goes
 
 Serves a synthetic site of PAGES question/answer pages (MedQuAD words, the demo site's three
 layouts and boilerplate) on 127.0.0.1, then crawls it from its sitemap three times, each in a
 fresh process with the same throughput settings (no AutoThrottle, 16 concurrent requests):
 
 - ``bare``: a spider that fetches every page and stores nothing (no extraction, no pipelines);
-- ``sqlite``: the ``qa`` spider with every pipeline, into a fresh SQLite store;
-- ``postgres``: the same into a fresh PostgreSQL cluster (skipped without initdb/pg_ctl).
+- ``qa -> SQLite``: the ``qa`` spider with every pipeline, into a fresh SQLite store;
+- ``qa -> PostgreSQL``: the same into a fresh PostgreSQL cluster (skipped without initdb/pg_ctl);
+- ``articles -> SQLite``: the ``articles`` spider (trafilatura extraction) on the same pages.
 
 Pages/s is pages fetched over Scrapy's own elapsed time, so process start-up is not counted.
+``--profile DIR`` runs the store crawls under cProfile (slower: compare its rows with each
+other, not with a run without it), writes ``DIR/<variant>.prof`` and prints the functions
+with the most time of their own.
 """
 
 from __future__ import annotations
@@ -81,7 +87,10 @@ def build_pages(count: int, base_url: str, seed: int = 0) -> dict:
     return pages
 
 
-def _crawl(command: list[str], env: dict[str, str]) -> tuple[int, float]:
+def _crawl(command: list[str], env: dict[str, str],
+           profile: Path | None = None) -> tuple[int, float]:
+    if profile is not None:  # "python -m scrapy ..." becomes "python -m cProfile -o F -m scrapy"
+        command = [command[0], "-m", "cProfile", "-o", str(profile), *command[1:]]
     result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                             timeout=1800)
     log = result.stdout + result.stderr
@@ -90,8 +99,8 @@ def _crawl(command: list[str], env: dict[str, str]) -> tuple[int, float]:
     return int(_RESPONSES.findall(log)[-1]), float(_ELAPSED.findall(log)[-1])
 
 
-def _store_crawl(sitemap: str, database_url: str,
-                 env: dict[str, str]) -> tuple[int, float, int]:
+def _store_crawl(spider: str, sitemap: str, database_url: str, env: dict[str, str],
+                 profile: Path | None = None) -> tuple[int, float, int]:
     from sqlalchemy import func, select
 
     from crawlers.run import crawl_command
@@ -99,8 +108,9 @@ def _store_crawl(sitemap: str, database_url: str,
     from registry.models import Article
 
     db.upgrade(database_url)
-    responses, seconds = _crawl(crawl_command("qa", {"sitemap_url": sitemap},
-                                              database_url=database_url, settings=THROUGHPUT), env)
+    args = {"sitemap_url": sitemap} if spider == "qa" else {"sitemap_urls": sitemap}
+    responses, seconds = _crawl(crawl_command(spider, args, database_url=database_url,
+                                              settings=THROUGHPUT), env, profile)
     with db.session_scope(database_url) as session:
         stored = session.scalar(select(func.count()).select_from(Article))
     db.get_engine(database_url).dispose()
@@ -111,7 +121,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pages", type=int, default=2000, help="pages on the site (2000)")
     parser.add_argument("--no-postgres", action="store_true", help="skip PostgreSQL")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="run the store crawls under cProfile, keep DIR/<variant>.prof and "
+                             "print each one's top functions")
     args = parser.parse_args()
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(REPO_ROOT))
     from crawlers.demo_site import serve
 
@@ -133,7 +148,7 @@ def main() -> None:
                                              for x in ("-s", f"{k}={v}")]
         results["bare spider (stores nothing)"] = (*_crawl(bare, env), None)
         results["qa spider -> SQLite"] = _store_crawl(
-            sitemap, f"sqlite:///{home / 'bench.db'}", env)
+            "qa", sitemap, f"sqlite:///{home / 'bench.db'}", env, _prof(args.profile, "qa-sqlite"))
         if not args.no_postgres:
             from tests.postgres_cluster import start_cluster
 
@@ -143,9 +158,13 @@ def main() -> None:
             else:
                 try:
                     url = cluster.create_database("bench")
-                    results["qa spider -> PostgreSQL"] = _store_crawl(sitemap, url, env)
+                    results["qa spider -> PostgreSQL"] = _store_crawl(
+                        "qa", sitemap, url, env, _prof(args.profile, "qa-postgres"))
                 finally:
                     cluster.stop()
+        results["articles spider -> SQLite"] = _store_crawl(
+            "articles", sitemap, f"sqlite:///{home / 'articles.db'}", env,
+            _prof(args.profile, "articles-sqlite"))
     bare_rate = None
     print(f"\n{args.pages} pages on {base_url} (+ robots.txt and sitemap), "
           f"settings {THROUGHPUT}")
@@ -156,6 +175,26 @@ def main() -> None:
         bare_rate = bare_rate or rate
         print(f"{name:30} {responses:9d} {'-' if stored is None else stored:>7} {seconds:8.1f} "
               f"{rate:8.1f} {rate / bare_rate:8.2f}")
+    if args.profile:
+        for prof in sorted(args.profile.glob("*.prof")):
+            _print_profile(prof)
+
+
+def _prof(folder: Path | None, variant: str) -> Path | None:
+    return None if folder is None else folder / f"{variant}.prof"
+
+
+def _print_profile(path: Path, top: int = 25) -> None:
+    """The functions with the most time of their own, and the share of the process each took."""
+    import pstats
+
+    stats = pstats.Stats(str(path))
+    total = stats.total_tt  # type: ignore[attr-defined]
+    rows = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)  # type: ignore
+    print(f"\n{path.stem}: {total:.1f} s profiled; own time (tottime), then with callees")
+    for (file, line, func), (_, calls, own, cumulative, _) in rows[:top]:
+        where = f"{Path(file).parent.name}/{Path(file).name}:{line}" if line else file
+        print(f"  {own:7.2f} s {own / total:6.1%} {cumulative:8.2f} s {calls:9d}  {func}  {where}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 if TYPE_CHECKING:
     from datasketch import MinHash
@@ -12,11 +14,24 @@ _WORD = re.compile(r"\w+")
 SHINGLE_WORDS = 3
 NUM_PERM = 128
 MIN_SHINGLES = 8  # below this a Jaccard estimate says little: short pages are not compared
+_MULTIPLIERS = (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5)
 
 
-def shingles(text: str, size: int = SHINGLE_WORDS) -> set[bytes]:
+def shingle_hashes(text: str, size: int = SHINGLE_WORDS) -> np.ndarray:
+    """The distinct 32-bit hashes of the text's word ``size``-shingles (lowercased).
+
+    Each word is hashed once and a shingle's hash combines its words' with odd multipliers, in
+    numpy: joining and hashing every shingle's string took most of the check. Python's string
+    hash is salted per process, which is enough: the index lives and dies with one crawl.
+    """
     words = _WORD.findall(text.lower())
-    return {" ".join(words[i:i + size]).encode() for i in range(max(0, len(words) - size + 1))}
+    if len(words) < size:
+        return np.empty(0, dtype=np.uint32)
+    ids = np.fromiter(map(hash, words), dtype=np.int64, count=len(words)).view(np.uint64)
+    combined = np.zeros(len(words) - size + 1, dtype=np.uint64)
+    for i, multiplier in enumerate(_MULTIPLIERS[:size]):
+        combined = combined * np.uint64(multiplier) + ids[i:len(ids) - size + 1 + i]
+    return np.unique((combined ^ (combined >> np.uint64(32))).astype(np.uint32))
 
 
 class NearDuplicateIndex:
@@ -33,14 +48,21 @@ class NearDuplicateIndex:
         self.num_perm = num_perm
         self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
         self.size = 0
+        self._permutations: Any = None
+        self._scheme: Any = None
 
     def _minhash(self, text: str) -> MinHash | None:
         from datasketch import MinHash
 
-        grams = shingles(text)
+        grams = shingle_hashes(text)
         if len(grams) < MIN_SHINGLES:
             return None
-        minhash = MinHash(num_perm=self.num_perm)
+        # The shingles come hashed (the scheme mixes them again), and the permutations are
+        # drawn once: per page, SHA-1 per shingle and new permutations cost more than the rest
+        # of the crawl's pipelines together.
+        minhash = MinHash(num_perm=self.num_perm, hashfunc=int,
+                          permutations=self._permutations, scheme=self._scheme)
+        self._permutations, self._scheme = minhash.permutations, minhash.scheme
         minhash.update_batch(grams)
         return minhash
 

@@ -9,7 +9,10 @@ crawl stats under ``loraforge/dropped/<reason>`` and land in the run's drop reas
 from __future__ import annotations
 
 import logging
-from collections import Counter
+import time
+from collections import Counter, deque
+from concurrent.futures import Future
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -24,10 +27,12 @@ from core import jobs
 from core.settings import get_settings
 from crawlers.items import ArticleItem, QAPageItem, QAPairItem
 from crawlers.near_duplicates import NearDuplicateIndex
+from crawlers.offload import Offload
 from crawlers.text import DEFAULT_STEPS, CleanSteps, clean_line, clean_text
 from registry.article_store import (
     ArticleRecord,
     QARecord,
+    StoreCounts,
     article_content_hash,
     finish_crawl_run,
     iter_article_texts,
@@ -42,6 +47,7 @@ logger = logging.getLogger(__name__)
 TRACKING_PARAMS = ("utm_", "fbclid", "gclid", "mc_cid", "mc_eid")
 DROP_STAT_PREFIX = "loraforge/dropped/"
 Item = QAPageItem | ArticleItem
+MAX_WRITES_IN_FLIGHT = 2
 RUN_ID_FILE = "loraforge-run-id"  # in the JOBDIR: which run a resume continues
 CLEAN_STOP_FILE = "loraforge-closed"  # in the JOBDIR: Scrapy closed it, its queue is whole
 
@@ -233,11 +239,16 @@ def _drop_reason(exception: BaseException) -> str:
 class ArticleStorePipeline:
     """Store pages and QA pairs through ``registry.article_store``, in batches, as one crawl run."""
 
-    def __init__(self, crawler: Crawler, url: str, batch_size: int) -> None:
+    def __init__(self, crawler: Crawler, url: str, batch_size: int,
+                 flush_seconds: float = 2.0, writer_process: bool = True) -> None:
         self.crawler = crawler
         self.url = url
         self.batch_size = max(1, batch_size)
+        self.flush_seconds = flush_seconds
         self.batch: list[ArticleRecord] = []
+        self.last_flush = time.monotonic()
+        self.writer = Offload(1 if writer_process else 0)
+        self.writes: deque[Future[StoreCounts]] = deque()
         self.run_id: int | None = None
         self.counts: Counter[str] = Counter()
         self.drop_reasons: Counter[str] = Counter()
@@ -245,7 +256,9 @@ class ArticleStorePipeline:
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> ArticleStorePipeline:
         pipeline = cls(crawler, store_url(crawler.settings),
-                       crawler.settings.getint("ARTICLE_STORE_BATCH_SIZE", 10))
+                       crawler.settings.getint("ARTICLE_STORE_BATCH_SIZE", 100),
+                       crawler.settings.getfloat("ARTICLE_STORE_FLUSH_SECONDS", 2.0),
+                       crawler.settings.getbool("ARTICLE_STORE_WRITER_PROCESS", True))
         crawler.signals.connect(pipeline.item_dropped, signal=signals.item_dropped)
         crawler.signals.connect(pipeline.item_error, signal=signals.item_error)
         # Only the spider_closed signal carries the close reason (finished, shutdown, ...), and
@@ -266,23 +279,42 @@ class ArticleStorePipeline:
 
     def process_item(self, item: Item) -> Item:
         self.batch.append(item_to_record(item))
-        if len(self.batch) >= self.batch_size:
+        # A slow site fills a batch slowly: the age bound keeps the store and the progress
+        # reports current there, the size bound keeps statements few on a fast one.
+        if (len(self.batch) >= self.batch_size
+                or time.monotonic() - self.last_flush >= self.flush_seconds):
             self._flush()
         return item
 
     def close_spider(self) -> None:
-        self._flush()
+        try:
+            self._flush()
+            self._collect(wait_for=0)
+        finally:
+            self.writer.close()
 
     def _flush(self) -> None:
+        self.last_flush = time.monotonic()
         if not self.batch or self.run_id is None:
             return
-        # A synchronous write pauses downloads for a few milliseconds per batch; fine at crawl
-        # rates, and it keeps the transaction simple.
-        counts = store_articles(self.run_id, self.batch, url=self.url)
+        # One transaction of a few statements per batch (registry.article_store), written by
+        # the writer process while this one goes on crawling; batches are written in order. A
+        # kill -9 loses at most the batches not yet committed, and a resume after one starts
+        # over (crawlers.run._prepare_jobdir): no page the JOBDIR counts as done goes missing.
+        self.writes.append(self.writer.submit(partial(store_articles, url=self.url), self.run_id,
+                                              self.batch))
         self.batch = []
-        self.counts.update({"stored": counts.stored, "updated": counts.updated,
-                            "unchanged": counts.unchanged, "qa_added": counts.qa_added})
-        self._log_progress()
+        # Past two batches in flight the store is the bottleneck: wait for it, bounding memory.
+        self._collect(wait_for=MAX_WRITES_IN_FLIGHT)
+
+    def _collect(self, wait_for: int) -> None:
+        """Count the finished writes; block until at most ``wait_for`` are still in flight. A
+        failed write raises here, as it did when writes were made in this process."""
+        while self.writes and (self.writes[0].done() or len(self.writes) > wait_for):
+            counts = self.writes.popleft().result()
+            self.counts.update({"stored": counts.stored, "updated": counts.updated,
+                                "unchanged": counts.unchanged, "qa_added": counts.qa_added})
+            self._log_progress()
 
     def _pages_seen(self) -> int:
         return int(self.crawler.stats.get_value("loraforge/pages_seen", 0))

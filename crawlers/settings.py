@@ -33,6 +33,15 @@ RETRY_TIMES = 2
 DOWNLOAD_MAXSIZE = 8 * 1024 * 1024
 DOWNLOAD_WARNSIZE = 2 * 1024 * 1024
 
+# Page extraction runs in this many worker processes beside the crawl ("auto": one per spare
+# core, at most 4; 0: in the crawl's own process). See crawlers/offload.py.
+EXTRACT_PROCESSES = "auto"
+
+# Scrapy runs this many asyncio tasks per response to pass its items through the pipelines.
+# Our spiders yield one item per page and our pipelines never wait, so the default 100 only
+# cost a tenth of the crawl in task bookkeeping.
+CONCURRENT_ITEMS = 4
+
 ITEM_PIPELINES = {
     "crawlers.pipelines.CleanPipeline": 100,
     "crawlers.pipelines.ValidatePipeline": 150,
@@ -57,7 +66,9 @@ DEDUPE_NEAR_THRESHOLD = 0.9
 # Empty: the store LoRAForge is configured for (LORAFORGE_DATABASE_URL, or the SQLite file in
 # LORAFORGE_HOME), read when a crawl opens, not when this module is imported.
 ARTICLE_STORE_URL = ""
-ARTICLE_STORE_BATCH_SIZE = 10
+# Pages per store transaction, and the longest a parsed page waits for one (seconds).
+ARTICLE_STORE_BATCH_SIZE = 100
+ARTICLE_STORE_FLUSH_SECONDS = 2.0
 
 TELNETCONSOLE_ENABLED = False  # no open port on shared machines
 LOG_LEVEL = "INFO"

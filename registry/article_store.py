@@ -9,13 +9,14 @@ from __future__ import annotations
 import hashlib
 import random
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -23,6 +24,9 @@ from registry.db import ensure_schema, session_scope
 from registry.errors import StoreError
 from registry.models import Article, CrawlRun, CrawlStatus, DatasetMember, QAPair, Source, utcnow
 from registry.records import record_of
+
+# Values per IN (...) list: well under SQLite's and PostgreSQL's limits on bound parameters.
+CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -94,14 +98,21 @@ def article_content_hash(title: str, text: str) -> str:
 
 
 def _source_for(session: Session, url: str) -> Source:
-    parts = urlsplit(url)
-    name = parts.netloc.lower()
-    source = session.scalar(select(Source).where(Source.name == name))
-    if source is None:
-        source = Source(name=name, base_url=f"{parts.scheme}://{parts.netloc}")
-        session.add(source)
+    return _sources_for(session, [url])[urlsplit(url).netloc.lower()]
+
+
+def _sources_for(session: Session, urls: Iterable[str]) -> dict[str, Source]:
+    """The source row of each URL's host, by host name; missing ones are added (one query)."""
+    bases = {urlsplit(u).netloc.lower(): f"{urlsplit(u).scheme}://{urlsplit(u).netloc}"
+             for u in urls}
+    found = {s.name: s for s in session.scalars(select(Source).where(Source.name.in_(bases)))}
+    missing = [Source(name=name, base_url=base) for name, base in bases.items()
+               if name not in found]
+    if missing:
+        session.add_all(missing)
         session.flush()
-    return source
+        found.update((s.name, s) for s in missing)
+    return found
 
 
 def _start_url(args: dict[str, Any]) -> str | None:
@@ -129,40 +140,6 @@ def open_crawl_run(spider: str, args: dict[str, Any], *, url: str | None = None)
         return run.id
 
 
-def _sync_qa_pairs(session: Session, article: Article, record: ArticleRecord, run_id: int,
-                   taken: set[str], counts: StoreCounts) -> None:
-    """Add the record's pairs not stored anywhere yet; drop the article's pairs it no longer has."""
-    wanted: dict[str, QARecord] = {}
-    for qa in record.qa_pairs:
-        wanted.setdefault(qa_content_hash(qa.question, qa.answer), qa)
-    current = set(session.scalars(
-        select(QAPair.content_hash).where(QAPair.article_id == article.id)))
-    new = [h for h in wanted if h not in current and h not in taken]
-    if new:
-        # A pair already stored for another page is that page's: never store it twice.
-        taken.update(session.scalars(select(QAPair.content_hash).where(QAPair.content_hash.in_(new))))
-    for h in new:
-        if h in taken:
-            continue
-        qa = wanted[h]
-        session.add(QAPair(
-            article_id=article.id, crawl_run_id=run_id, question=qa.question, answer=qa.answer,
-            source=record.source or record.url,
-            focus_area=qa.focus_area or record.focus_area or record.title, qtype=qa.qtype,
-            topic=record.topic, content_hash=h,
-        ))
-        taken.add(h)
-        counts.qa_added += 1
-    stale = current - wanted.keys()
-    if stale:
-        # Pairs frozen into a dataset snapshot stay so the snapshot can be rebuilt.
-        in_snapshots = select(DatasetMember.qa_pair_id).where(DatasetMember.qa_pair_id.is_not(None))
-        result = session.execute(delete(QAPair).where(
-            QAPair.article_id == article.id, QAPair.content_hash.in_(stale),
-            QAPair.id.not_in(in_snapshots)))
-        counts.qa_removed += result.rowcount or 0
-
-
 def _published(value: str | None) -> datetime | None:
     if not value:
         return None
@@ -173,29 +150,103 @@ def _published(value: str | None) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
-def _store_one(session: Session, record: ArticleRecord, run_id: int, taken: set[str],
-               counts: StoreCounts) -> None:
-    digest = article_content_hash(record.title, record.text)
-    article = session.scalar(select(Article).where(Article.url == record.url))
-    if article is None:
-        article = Article(url=record.url, source_id=_source_for(session, record.url).id,
-                          crawl_run_id=run_id, title=record.title, text=record.text,
-                          topic=record.topic, language=record.language, content_hash=digest,
-                          author=record.author, published=_published(record.published))
-        session.add(article)
-        session.flush()
-        counts.stored += 1
-    elif article.content_hash == digest and article.topic == record.topic:
-        counts.unchanged += 1
-        return
-    else:
-        article.title, article.text, article.content_hash = record.title, record.text, digest
-        article.topic, article.language, article.crawl_run_id = (
-            record.topic, record.language, run_id)
-        article.author, article.published = record.author, _published(record.published)
-        counts.updated += 1
-    _sync_qa_pairs(session, article, record, run_id, taken, counts)
-    session.flush()
+def _rounds(records: list[ArticleRecord]) -> list[list[ArticleRecord]]:
+    """The records in rounds that name each URL at most once: round k holds each URL's k-th
+    record, so a batch that names a page twice is stored as if one call followed the other."""
+    rounds: list[list[ArticleRecord]] = []
+    seen: Counter[str] = Counter()
+    for record in records:
+        k = seen[record.url]
+        seen[record.url] += 1
+        if k == len(rounds):
+            rounds.append([])
+        rounds[k].append(record)
+    return rounds
+
+
+def _chunks(values: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(values), size):
+        yield values[i:i + size]
+
+
+def _store_round(session: Session, records: list[ArticleRecord], run_id: int,
+                 counts: StoreCounts) -> None:
+    """Upsert pages with distinct URLs and their pairs in a handful of statements, whatever the
+    number of pages: one query per kind of row read, one multi-row insert per kind written."""
+    urls = [r.url for r in records]
+    stored: dict[str, Article] = {}
+    for chunk in _chunks(urls):
+        stored.update((a.url, a) for a in session.scalars(
+            select(Article).where(Article.url.in_(chunk))))
+    sources = _sources_for(session, [u for u in urls if u not in stored])
+    changed: list[tuple[Article, ArticleRecord]] = []
+    for record in records:
+        digest = article_content_hash(record.title, record.text)
+        article = stored.get(record.url)
+        if article is None:
+            article = Article(url=record.url,
+                              source_id=sources[urlsplit(record.url).netloc.lower()].id,
+                              crawl_run_id=run_id, title=record.title, text=record.text,
+                              topic=record.topic, language=record.language, content_hash=digest,
+                              author=record.author, published=_published(record.published))
+            session.add(article)
+            counts.stored += 1
+        elif article.content_hash == digest and article.topic == record.topic:
+            counts.unchanged += 1
+            continue
+        else:
+            article.title, article.text, article.content_hash = record.title, record.text, digest
+            article.topic, article.language, article.crawl_run_id = (
+                record.topic, record.language, run_id)
+            article.author, article.published = record.author, _published(record.published)
+            counts.updated += 1
+        changed.append((article, record))
+    session.flush()  # one multi-row INSERT for the new pages, which gives them their ids
+    _sync_qa_pairs(session, changed, run_id, counts)
+
+
+def _sync_qa_pairs(session: Session, changed: list[tuple[Article, ArticleRecord]], run_id: int,
+                   counts: StoreCounts) -> None:
+    """Add each page's pairs not stored anywhere yet; drop the pairs a page no longer has."""
+    current: dict[int, set[str]] = {article.id: set() for article, _ in changed}
+    for chunk in _chunks(list(current)):
+        for article_id, digest in session.execute(select(
+                QAPair.article_id, QAPair.content_hash).where(QAPair.article_id.in_(chunk))):
+            current[article_id].add(digest)
+    wanted: dict[int, dict[str, QARecord]] = {}
+    for article, record in changed:
+        pairs = wanted.setdefault(article.id, {})
+        for qa in record.qa_pairs:
+            pairs.setdefault(qa_content_hash(qa.question, qa.answer), qa)
+    new = sorted({h for article_id, pairs in wanted.items() for h in pairs
+                  if h not in current[article_id]})
+    # A pair already stored for another page is that page's: never store it twice.
+    taken: set[str] = set()
+    for chunk in _chunks(new):
+        taken.update(session.scalars(select(QAPair.content_hash)
+                                     .where(QAPair.content_hash.in_(chunk))))
+    rows: list[dict[str, Any]] = []
+    for article, record in changed:
+        for h, qa in wanted[article.id].items():
+            if h in current[article.id] or h in taken:
+                continue
+            rows.append({"article_id": article.id, "crawl_run_id": run_id,
+                         "question": qa.question, "answer": qa.answer,
+                         "source": record.source or record.url,
+                         "focus_area": qa.focus_area or record.focus_area or record.title,
+                         "qtype": qa.qtype, "topic": record.topic, "content_hash": h})
+            taken.add(h)
+    if rows:
+        session.execute(insert(QAPair), rows)  # executemany: no per-row ORM bookkeeping
+        counts.qa_added += len(rows)
+    in_snapshots = select(DatasetMember.qa_pair_id).where(DatasetMember.qa_pair_id.is_not(None))
+    for article_id, hashes in current.items():
+        stale = hashes - wanted[article_id].keys()
+        if stale:  # pairs frozen into a dataset snapshot stay so it can be rebuilt
+            result = session.execute(delete(QAPair).where(
+                QAPair.article_id == article_id, QAPair.content_hash.in_(stale),
+                QAPair.id.not_in(in_snapshots)))
+            counts.qa_removed += result.rowcount or 0
 
 
 # Attempts at a batch whose insert lost a race: another job stored the same page or pair
@@ -205,7 +256,10 @@ STORE_ATTEMPTS = 4
 
 def store_articles(run_id: int, records: Iterable[ArticleRecord], *,
                    url: str | None = None) -> StoreCounts:
-    """Upsert articles and their QA pairs in one transaction and add the counts to the run."""
+    """Upsert articles and their QA pairs in one transaction and add the counts to the run.
+
+    The statements do not grow with the number of records (see ``_store_round``), so callers
+    should pass many at once: the crawl's store pipeline passes ``ARTICLE_STORE_BATCH_SIZE``."""
     records = list(records)
     for attempt in range(STORE_ATTEMPTS):
         counts = StoreCounts()
@@ -214,9 +268,8 @@ def store_articles(run_id: int, records: Iterable[ArticleRecord], *,
                 run = session.get(CrawlRun, run_id)
                 if run is None:
                     raise StoreError(f"crawl run #{run_id} does not exist")
-                taken: set[str] = set()
-                for record in records:
-                    _store_one(session, record, run_id, taken, counts)
+                for chunk in _rounds(records):
+                    _store_round(session, chunk, run_id, counts)
                 start = _start_url(run.args)
                 if run.source_id is None and start and (
                         counts.stored + counts.updated + counts.unchanged):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import urljoin
 
@@ -86,12 +86,13 @@ class ArticlesSpider(StoreSpider):
             if self.wanted(request.url):
                 yield request
 
-    def parse(self, response: Response) -> Iterator[ArticleItem | scrapy.Request]:
+    async def parse(self, response: Response) -> AsyncIterator[ArticleItem | scrapy.Request]:
         html = self.page_html(response)
         if html is None:
             return
         if self.wanted(response.url):
-            article = extract_article(html, response.url, self.max_link_density)
+            article = await self.workers.run(extract_article, html, response.url,
+                                             self.max_link_density)
             if isinstance(article, str):
                 self.drop_page(response.url, article)
             else:
@@ -101,4 +102,5 @@ class ArticlesSpider(StoreSpider):
                                   author=article.author, published=article.published,
                                   fetched_url=response.url)
         if self.seed_urls:
-            yield from self.follow_links(response)
+            for request in self.follow_links(response):
+                yield request
