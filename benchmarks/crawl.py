@@ -1,7 +1,7 @@
 """Crawl throughput: the ``qa`` and ``articles`` spiders storing into SQLite and PostgreSQL
 vs. a bare spider.
 
-    python benchmarks/crawl.py --pages 2000
+    python benchmarks/crawl.py --pages 2000 --repeat 3
     python benchmarks/crawl.py --pages 2000 --profile /tmp/crawl-profile   # where time goes
 
 Serves a synthetic site of PAGES question/answer pages (MedQuAD words, the demo site's three
@@ -26,10 +26,14 @@ import os
 import random
 import re
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 import scrapy
 from scrapy.utils.sitemap import Sitemap
@@ -121,6 +125,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pages", type=int, default=2000, help="pages on the site (2000)")
     parser.add_argument("--no-postgres", action="store_true", help="skip PostgreSQL")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="rounds of every variant, bare spider first in each; the table "
+                             "shows medians (1)")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="run the store crawls under cProfile, keep DIR/<variant>.prof and "
                              "print each one's top functions")
@@ -134,50 +141,69 @@ def main() -> None:
     env = {**os.environ, "LORAFORGE_HOME": str(home), "SCRAPY_SETTINGS_MODULE": "crawlers.settings",
            "PYTHONUNBUFFERED": "1"}
     os.environ["LORAFORGE_HOME"] = str(home)
-    results: dict[str, tuple[int, float, int | None]] = {}
     # The pages carry absolute URLs (canonical links, sitemap), so the port is chosen first.
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     base_url = f"http://127.0.0.1:{port}"
     pages = build_pages(args.pages, base_url)
-    with serve(port=port, per_collection=0, extra_pages=pages):
+    rows: dict[str, list[tuple[int, float, int | None, float]]] = {}
+    with serve(port=port, per_collection=0, extra_pages=pages), ExitStack() as stack:
         sitemap = f"{base_url}/bench-sitemap.xml"
         bare = [sys.executable, "-m", "scrapy", "runspider", __file__, "-a",
                 f"sitemap_url={sitemap}"] + [x for k, v in THROUGHPUT.items()
                                              for x in ("-s", f"{k}={v}")]
-        results["bare spider (stores nothing)"] = (*_crawl(bare, env), None)
-        results["qa spider -> SQLite"] = _store_crawl(
-            "qa", sitemap, f"sqlite:///{home / 'bench.db'}", env, _prof(args.profile, "qa-sqlite"))
-        if not args.no_postgres:
-            from tests.postgres_cluster import start_cluster
-
-            cluster = start_cluster()
-            if cluster is None:
-                print("PostgreSQL binaries not found: skipping the PostgreSQL run")
-            else:
-                try:
-                    url = cluster.create_database("bench")
-                    results["qa spider -> PostgreSQL"] = _store_crawl(
-                        "qa", sitemap, url, env, _prof(args.profile, "qa-postgres"))
-                finally:
-                    cluster.stop()
-        results["articles spider -> SQLite"] = _store_crawl(
-            "articles", sitemap, f"sqlite:///{home / 'articles.db'}", env,
-            _prof(args.profile, "articles-sqlite"))
-    bare_rate = None
+        postgres = None if args.no_postgres else stack.enter_context(_postgres())
+        for round_ in range(args.repeat):
+            # Each round measures the bare spider again: the variants are compared with the
+            # ceiling of their own round, which drifts with whatever else the machine does.
+            responses, seconds = _crawl(bare, env)
+            bare_rate = responses / seconds
+            rows.setdefault("bare spider (stores nothing)", []).append(
+                (responses, seconds, None, 1.0))
+            variants = [("qa spider -> SQLite", "qa", f"sqlite:///{home / f'qa{round_}.db'}",
+                         "qa-sqlite")]
+            if postgres is not None:
+                variants.append(("qa spider -> PostgreSQL", "qa",
+                                 postgres.create_database(f"bench{round_}"), "qa-postgres"))
+            variants.append(("articles spider -> SQLite", "articles",
+                             f"sqlite:///{home / f'articles{round_}.db'}", "articles-sqlite"))
+            for name, spider, url, tag in variants:
+                profile = _prof(args.profile, f"{tag}-{round_}")
+                responses, seconds, stored = _store_crawl(spider, sitemap, url, env, profile)
+                rows.setdefault(name, []).append(
+                    (responses, seconds, stored, responses / seconds / bare_rate))
     print(f"\n{args.pages} pages on {base_url} (+ robots.txt and sitemap), "
-          f"settings {THROUGHPUT}")
+          f"settings {THROUGHPUT}; median of {args.repeat} round(s)")
     print(f"{'variant':30} {'responses':>9} {'stored':>7} {'seconds':>8} {'pages/s':>8} "
-          f"{'vs bare':>8}")
-    for name, (responses, seconds, stored) in results.items():
-        rate = responses / seconds
-        bare_rate = bare_rate or rate
-        print(f"{name:30} {responses:9d} {'-' if stored is None else stored:>7} {seconds:8.1f} "
-              f"{rate:8.1f} {rate / bare_rate:8.2f}")
+          f"{'vs bare':>8}  each round")
+    for name, runs in rows.items():
+        responses, _, stored, _ = runs[0]
+        rate = statistics.median(r / s for r, s, _, _ in runs)
+        ratio = statistics.median(x for *_, x in runs)
+        each = " ".join(f"{x:.2f}" for *_, x in runs)
+        seconds = statistics.median(s for _, s, _, _ in runs)
+        print(f"{name:30} {responses:9d} {'-' if stored is None else stored:>7} "
+              f"{seconds:8.1f} {rate:8.1f} {ratio:8.2f}  {each}")
     if args.profile:
         for prof in sorted(args.profile.glob("*.prof")):
             _print_profile(prof)
+
+
+@contextmanager
+def _postgres() -> Iterator[Any]:
+    """A throwaway PostgreSQL cluster, or None without initdb/pg_ctl."""
+    from tests.postgres_cluster import start_cluster
+
+    cluster = start_cluster()
+    if cluster is None:
+        print("PostgreSQL binaries not found: skipping the PostgreSQL runs")
+        yield None
+        return
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 def _prof(folder: Path | None, variant: str) -> Path | None:

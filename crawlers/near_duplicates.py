@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 if TYPE_CHECKING:
-    from datasketch import MinHash
+    from datasketch import LeanMinHash
 
 _WORD = re.compile(r"\w+")
 SHINGLE_WORDS = 3
@@ -48,23 +48,20 @@ class NearDuplicateIndex:
         self.num_perm = num_perm
         self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
         self.size = 0
-        self._permutations: Any = None
-        self._scheme: Any = None
+        # datasketch's "affine32" permutations h -> a*h + b mod 2^32 (a odd, so bijective),
+        # applied here in one numpy expression per page instead of through MinHash.update.
+        rng = np.random.RandomState(1)
+        self._a = rng.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+        self._b = rng.randint(0, 1 << 32, num_perm, dtype=np.uint64).astype(np.uint32)
 
-    def _minhash(self, text: str) -> MinHash | None:
-        from datasketch import MinHash
+    def _minhash(self, text: str) -> LeanMinHash | None:
+        from datasketch import LeanMinHash
 
         grams = shingle_hashes(text)
         if len(grams) < MIN_SHINGLES:
             return None
-        # The shingles come hashed (the scheme mixes them again), and the permutations are
-        # drawn once: per page, SHA-1 per shingle and new permutations cost more than the rest
-        # of the crawl's pipelines together.
-        minhash = MinHash(num_perm=self.num_perm, hashfunc=int,
-                          permutations=self._permutations, scheme=self._scheme)
-        self._permutations, self._scheme = minhash.permutations, minhash.scheme
-        minhash.update_batch(grams)
-        return minhash
+        signature = (grams[:, None] * self._a + self._b).min(axis=0)
+        return LeanMinHash(seed=1, hashvalues=signature, scheme="affine32")
 
     def add(self, key: str, text: str) -> None:
         minhash = self._minhash(text)

@@ -16,7 +16,7 @@ from scrapy.spidermiddlewares.httperror import HttpError
 from scrapy.utils.sitemap import Sitemap
 from twisted.python.failure import Failure
 
-from crawlers.offload import Offload, process_count
+from crawlers.offload import PageWorkers, process_count
 from crawlers.pipelines import count_drop
 from crawlers.responses import html_text
 
@@ -66,12 +66,12 @@ class StoreSpider(scrapy.Spider):
         self.pages_requested = 0
         self._seen_urls: set[str] = set()  # every page links the menu: count each URL once
         self.links = link_extractor or LinkExtractor()
-        self.workers = Offload(0)  # extraction; from_crawler sizes it from EXTRACT_PROCESSES
+        self.workers = PageWorkers(0)  # page extraction; from_crawler sizes it
 
     @classmethod
     def from_crawler(cls, crawler: Any, *args: Any, **kwargs: Any) -> StoreSpider:
         spider = super().from_crawler(crawler, *args, **kwargs)
-        spider.workers = Offload(process_count(crawler.settings.get("EXTRACT_PROCESSES")))
+        spider.workers = PageWorkers(process_count(crawler.settings.get("EXTRACT_PROCESSES")))
         return spider
 
     def closed(self, reason: str) -> None:

@@ -21,8 +21,6 @@ from crawlers.spiders.base import StoreSpider
 
 class QASpider(StoreSpider):
     name = "qa"
-    # Its extraction (about 1.5 ms a page) costs less than handing the page to another process.
-    custom_settings = {"EXTRACT_PROCESSES": 0}
 
     def __init__(self, start_url: str | None = None, sitemap_url: str | None = None,
                  topic: str = "health", max_pages: str | int | None = None,
