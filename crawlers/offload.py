@@ -223,8 +223,12 @@ class PageWorkers:
         worker.conn.close()
 
     def close(self) -> None:
-        """Stop the workers: closing their pipes ends their loops."""
+        """Stop the workers: closing their pipes ends their loops. Pages still out (a crawl
+        stopped mid-way) are cancelled rather than left waiting forever."""
         for worker in list(self.workers):
+            for future in worker.pending.values():
+                future.cancel()
+            worker.pending.clear()
             self._detach(worker)
             worker.process.join(timeout=5)
             if worker.process.is_alive():

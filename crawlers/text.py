@@ -88,7 +88,7 @@ def remove_urls(text: str) -> str:
 
 
 def remove_emoji(text: str) -> str:
-    return _EMOJI.sub("", text)
+    return text if text.isascii() else _EMOJI.sub("", text)  # isascii() is a flag read
 
 
 def remove_emoticons(text: str) -> str:

@@ -1,0 +1,75 @@
+"""Work handed to other processes: page workers over pipes and the store's writer process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import pytest
+
+from crawlers.extract import extract_page
+from crawlers.offload import Offload, PageWorkers, WorkerDied, process_count
+
+PAGE = """<html lang="en"><body><main><h1>Flu</h1>
+<h2>What is the flu?</h2><p>An infection of the nose and throat.</p>
+<h2>Who gets it?</h2><p>Anyone, each year.</p></main></body></html>"""
+
+
+def test_process_count_reads_numbers_and_auto_and_refuses_the_rest() -> None:
+    assert process_count("0") == 0 and process_count(3) == 3
+    assert 1 <= process_count("auto") <= 4 and process_count(None) == process_count("auto")
+    for bad in ("-1", "two"):
+        with pytest.raises(ValueError, match="process count"):
+            process_count(bad)
+
+
+def test_page_workers_return_what_inline_extraction_returns_and_pass_errors_on() -> None:
+    async def scenario() -> None:
+        workers = PageWorkers(2)
+        try:
+            pages = await asyncio.gather(*(workers.run(extract_page, PAGE, f"http://x.test/{i}")
+                                           for i in range(20)))
+            assert len(workers.workers) == 2
+            assert pages == [extract_page(PAGE, f"http://x.test/{i}") for i in range(20)]
+            with pytest.raises(ValueError, match="invalid literal"):
+                await workers.run(int, "not a number")
+            big = "x" * 3_000_000  # larger than a pipe's buffer both ways
+            assert await workers.run(str.upper, big) == big.upper()
+        finally:
+            workers.close()
+        assert not workers.workers
+
+    asyncio.run(scenario())
+
+
+def test_a_killed_worker_fails_its_pages_and_extraction_goes_on_inline() -> None:
+    async def scenario() -> None:
+        workers = PageWorkers(1)
+        try:
+            assert await workers.run(len, "warm") == 4
+            process = workers.workers[0].process
+            stuck = asyncio.ensure_future(workers.run(__import__("time").sleep, 30))
+            await asyncio.sleep(0.5)
+            os.kill(process.pid, signal.SIGKILL)
+            with pytest.raises(WorkerDied):
+                await asyncio.wait_for(stuck, 20)
+            assert workers.broken and not workers.workers
+            assert await workers.run(extract_page, PAGE, "http://x.test/") == \
+                extract_page(PAGE, "http://x.test/")
+        finally:
+            workers.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_writer_runs_calls_in_order_in_another_process_or_inline() -> None:
+    writer = Offload(1)
+    try:
+        futures = [writer.submit(os.getpid) for _ in range(3)]
+        assert {f.result(timeout=60) for f in futures} != {os.getpid()}
+        assert writer.submit(pow, 2, 10).result(timeout=60) == 1024
+    finally:
+        writer.close()
+    inline = Offload(0).submit(int, "x")
+    assert inline.done() and isinstance(inline.exception(), ValueError)
