@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
+
+from crawlers.text import CleanSteps
 
 
 @dataclass
@@ -23,6 +26,10 @@ class QAPageItem:
     language: str | None = None
     fetched_url: str | None = None
     source: str | None = None  # the pairs' source column when it is not the URL (imports)
+    # Pipeline work a page worker did ahead (crawlers/page_work.py): the cleaning steps applied,
+    # the near-duplicate signature of the cleaned text.
+    cleaned_with: CleanSteps | None = None
+    signature: Any = None
 
     @property
     def title(self) -> str:
@@ -43,6 +50,8 @@ class ArticleItem:
     fetched_url: str | None = None
     source: str | None = None
     qa_pairs: list[QAPairItem] = field(default_factory=list)
+    cleaned_with: CleanSteps | None = None  # as on QAPageItem
+    signature: Any = None
 
     # The pipelines clean and hash "focus_area" on every item; an article's is its title.
     @property

@@ -81,20 +81,28 @@ class CleanPipeline:
         return cls.from_settings(crawler.settings)
 
     def process_item(self, item: Item) -> Item:
-        item.focus_area = clean_line(item.focus_area, self.steps)
-        item.text = clean_text(item.text, self.steps)
+        if item.cleaned_with != self.steps:  # a page worker may have cleaned it already
+            clean_item(item, self.steps)
         if isinstance(item, ArticleItem):
             if not item.text:
                 raise DropItem(f"no main text: {item.url}")
             return item
-        steps = self.steps
-        pairs = [QAPairItem(clean_line(qa.question, steps), clean_text(qa.answer, steps),
-                            qa.qtype or None, qa.focus_area and clean_line(qa.focus_area, steps))
-                 for qa in item.qa_pairs]
-        item.qa_pairs = [qa for qa in pairs if qa.question and qa.answer]
         if not item.qa_pairs:
             raise DropItem(f"no question with an answer: {item.url}")
         return item
+
+
+def clean_item(item: Item, steps: CleanSteps) -> Item:
+    """Clean the item's fields in place, dropping pairs left empty; ``CleanPipeline`` decides
+    what an empty item means."""
+    item.focus_area = clean_line(item.focus_area, steps)
+    item.text = clean_text(item.text, steps)
+    pairs = [QAPairItem(clean_line(qa.question, steps), clean_text(qa.answer, steps),
+                        qa.qtype or None, qa.focus_area and clean_line(qa.focus_area, steps))
+             for qa in item.qa_pairs]
+    item.qa_pairs = [qa for qa in pairs if qa.question and qa.answer]
+    item.cleaned_with = steps
+    return item
 
 
 class ValidatePipeline:
@@ -202,7 +210,7 @@ class DeduplicatePipeline:
         if digest in self.pages:
             raise DropItem(f"duplicate content: {item.url}", log_level="INFO")
         if self.near is not None:
-            other = self.near.match(item.url, item.text, add=True)
+            other = self.near.match(item.url, item.text, add=True, known=item.signature)
             if other is not None:
                 raise DropItem(f"near duplicate: {item.url} nearly equals {other}",
                                log_level="INFO")

@@ -14,13 +14,12 @@ import json
 import re
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
-from urllib.parse import urljoin
 
 import scrapy
 from scrapy.http import Response
 
-from crawlers.article_extract import extract_article
 from crawlers.items import ArticleItem
+from crawlers.page_work import article_item
 from crawlers.spiders.base import StoreSpider, split_list
 
 
@@ -91,16 +90,13 @@ class ArticlesSpider(StoreSpider):
         if html is None:
             return
         if self.wanted(response.url):
-            article = await self.workers.run(extract_article, html, response.url,
-                                             self.max_link_density)
-            if isinstance(article, str):
-                self.drop_page(response.url, article)
+            item = await self.workers.run(article_item, html, response.url,
+                                          self.max_link_density, self.ahead)
+            if isinstance(item, str):
+                self.drop_page(response.url, item)
             else:
-                url = urljoin(response.url, article.canonical_url or response.url)
-                yield ArticleItem(url=url, title=article.title, text=article.text,
-                                  topic=self.topic_for(url), language=article.language,
-                                  author=article.author, published=article.published,
-                                  fetched_url=response.url)
+                item.topic = self.topic_for(item.url)
+                yield item
         if self.seed_urls:
             for request in self.follow_links(response):
                 yield request

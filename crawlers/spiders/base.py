@@ -17,6 +17,7 @@ from scrapy.utils.sitemap import Sitemap
 from twisted.python.failure import Failure
 
 from crawlers.offload import PageWorkers, process_count
+from crawlers.page_work import Ahead
 from crawlers.pipelines import count_drop
 from crawlers.responses import html_text
 
@@ -67,11 +68,14 @@ class StoreSpider(scrapy.Spider):
         self._seen_urls: set[str] = set()  # every page links the menu: count each URL once
         self.links = link_extractor or LinkExtractor()
         self.workers = PageWorkers(0)  # page extraction; from_crawler sizes it
+        self.ahead = Ahead()  # pipeline work the workers do too; from_crawler reads it
+
 
     @classmethod
     def from_crawler(cls, crawler: Any, *args: Any, **kwargs: Any) -> StoreSpider:
         spider = super().from_crawler(crawler, *args, **kwargs)
         spider.workers = PageWorkers(process_count(crawler.settings.get("EXTRACT_PROCESSES")))
+        spider.ahead = Ahead.from_settings(crawler.settings)
         return spider
 
     def closed(self, reason: str) -> None:

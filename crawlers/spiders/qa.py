@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urljoin
 
 import scrapy
 from scrapy.http import Response
 
-from crawlers.extract import extract_page
-from crawlers.items import QAPageItem, QAPairItem
+from crawlers.items import QAPageItem
+from crawlers.page_work import qa_item
 from crawlers.spiders.base import StoreSpider
 
 
@@ -40,20 +39,13 @@ class QASpider(StoreSpider):
         if html is None:
             return
         try:
-            page = await self.workers.run(extract_page, html, response.url)
+            item = await self.workers.run(qa_item, html, response.url, self.focus_area,
+                                          self.topic, self.ahead)
         except ValueError as exc:
             self.drop_page(response.url, f"unparseable html ({exc})")
             return
-        if page.sections:
-            yield QAPageItem(
-                url=urljoin(response.url, page.canonical_url or response.url),
-                focus_area=self.focus_area or page.focus_area,
-                text=page.text,
-                qa_pairs=[QAPairItem(s.question, s.answer, s.qtype) for s in page.sections],
-                topic=self.topic,
-                language=page.language,
-                fetched_url=response.url,
-            )
+        if item is not None:
+            yield item
         if self.start_url:
             for request in self.follow_links(response):
                 yield request
