@@ -14,6 +14,7 @@ class QAPairItem:
     answer: str
     qtype: str | None = None
     focus_area: str | None = None  # only where it differs from the page's (imported rows)
+    content_hash: str | None = None  # of the cleaned pair, when a page worker computed it
 
 
 @dataclass
@@ -27,8 +28,9 @@ class QAPageItem:
     fetched_url: str | None = None
     source: str | None = None  # the pairs' source column when it is not the URL (imports)
     # Pipeline work a page worker did ahead (crawlers/page_work.py): the cleaning steps applied,
-    # the near-duplicate signature of the cleaned text.
+    # then the content hash and near-duplicate signature of the cleaned page.
     cleaned_with: CleanSteps | None = None
+    content_hash: str | None = None
     signature: Any = None
 
     @property
@@ -51,6 +53,7 @@ class ArticleItem:
     source: str | None = None
     qa_pairs: list[QAPairItem] = field(default_factory=list)
     cleaned_with: CleanSteps | None = None  # as on QAPageItem
+    content_hash: str | None = None
     signature: Any = None
 
     # The pipelines clean and hash "focus_area" on every item; an article's is its title.

@@ -3,9 +3,10 @@ work where the page already is.
 
 The crawl's own thread is what limits a fast crawl (``benchmarks/crawl.py``), so a worker
 (``crawlers.offload.PageWorkers``) also cleans the item with the crawl's ``CLEAN_*`` steps and
-computes its near-duplicate signature, when those pipelines are on. The pipelines still run:
+computes its content hashes and near-duplicate signature, when those pipelines are on. The
+pipelines still run:
 ``CleanPipeline`` skips an item cleaned with its own steps, ``DeduplicatePipeline`` uses the
-signature it finds, and both do the work themselves for items that come without it.
+hashes and signature it finds, and both do the work themselves for items without them.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from crawlers.items import ArticleItem, QAPageItem, QAPairItem
 from crawlers.near_duplicates import signature
 from crawlers.pipelines import CleanPipeline, DeduplicatePipeline, clean_item
 from crawlers.text import CleanSteps
+from registry.article_store import article_content_hash, qa_content_hash
 
 Item = QAPageItem | ArticleItem
 
@@ -48,8 +50,12 @@ class Ahead:
         return cls(CleanSteps.from_settings(settings) if clean_on else None, near_on and clean_on)
 
     def apply(self, item: Item) -> Item:
-        if self.clean is not None:
-            clean_item(item, self.clean)
+        if self.clean is None:
+            return item
+        clean_item(item, self.clean)
+        item.content_hash = article_content_hash(item.focus_area, item.text)
+        for qa in item.qa_pairs:
+            qa.content_hash = qa_content_hash(qa.question, qa.answer)
         if self.signature:
             item.signature = signature(item.text)
         return item

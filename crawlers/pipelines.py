@@ -101,7 +101,8 @@ def clean_item(item: Item, steps: CleanSteps) -> Item:
                         qa.qtype or None, qa.focus_area and clean_line(qa.focus_area, steps))
              for qa in item.qa_pairs]
     item.qa_pairs = [qa for qa in pairs if qa.question and qa.answer]
-    item.cleaned_with = steps
+    # What was computed from the text before is stale now.
+    item.cleaned_with, item.content_hash, item.signature = steps, None, None
     return item
 
 
@@ -206,11 +207,12 @@ class DeduplicatePipeline:
         item.url = canonical_url(item.url)
         if item.url in self.urls:
             raise DropItem(f"duplicate url: {item.url}", log_level="INFO")
-        digest = article_content_hash(item.focus_area, item.text)
+        digest = item.content_hash or article_content_hash(item.focus_area, item.text)
         if digest in self.pages:
             raise DropItem(f"duplicate content: {item.url}", log_level="INFO")
         if self.near is not None:
             other = self.near.match(item.url, item.text, add=True, known=item.signature)
+            item.signature = None  # used up; an array would trip feed exports (-O items.json)
             if other is not None:
                 raise DropItem(f"near duplicate: {item.url} nearly equals {other}",
                                log_level="INFO")
@@ -218,7 +220,7 @@ class DeduplicatePipeline:
         self.pages.add(digest)
         unique = []
         for qa in item.qa_pairs:
-            key = qa_content_hash(qa.question, qa.answer)
+            key = qa.content_hash or qa_content_hash(qa.question, qa.answer)
             if key not in self.pairs:
                 self.pairs.add(key)
                 unique.append(qa)
