@@ -288,6 +288,7 @@ def store_articles(run_id: int, records: Iterable[ArticleRecord], *,
 def iter_article_texts(*, url: str | None = None,
                        batch_size: int = 500) -> Iterator[tuple[str, str]]:
     """(url, text) of every stored article, in batches: near-duplicate detection indexes them."""
+    ensure_schema(url)  # a crawl's first pipeline to open may find a store not created yet
     last_id = 0
     while True:
         with session_scope(url) as session:
