@@ -17,9 +17,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import pickle
 import struct
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -65,7 +67,8 @@ class Offload:
         if self.processes > 0:
             if self._pool is None:
                 self._pool = ProcessPoolExecutor(
-                    max_workers=self.processes, mp_context=multiprocessing.get_context("spawn"))
+                    max_workers=self.processes, mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_exit_with_parent)
             return self._pool.submit(fn, *args)
         future: Future[T] = Future()
         try:
@@ -78,6 +81,21 @@ class Offload:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+
+
+def _exit_with_parent() -> None:
+    """In a pool worker: exit when the crawl that started it is gone. A pool worker waits on a
+    queue whose writing end it holds itself, so a crawl killed with -9 left it waiting forever;
+    its open transaction, if any, is rolled back by the store."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _serve(conn: Any) -> None:

@@ -258,7 +258,7 @@ class ArticleStorePipeline:
         self.batch: list[ArticleRecord] = []
         self.last_flush = time.monotonic()
         self.writer = Offload(1 if writer_process else 0)
-        self.writes: deque[Future[StoreCounts]] = deque()
+        self.writes: deque[tuple[Future[StoreCounts], list[ArticleRecord]]] = deque()
         self.run_id: int | None = None
         self.counts: Counter[str] = Counter()
         self.drop_reasons: Counter[str] = Counter()
@@ -311,8 +311,9 @@ class ArticleStorePipeline:
         # the writer process while this one goes on crawling; batches are written in order. A
         # kill -9 loses at most the batches not yet committed, and a resume after one starts
         # over (crawlers.run._prepare_jobdir): no page the JOBDIR counts as done goes missing.
-        self.writes.append(self.writer.submit(partial(store_articles, url=self.url), self.run_id,
-                                              self.batch))
+        future = self.writer.submit(partial(store_articles, url=self.url), self.run_id,
+                                    self.batch)
+        self.writes.append((future, self.batch))
         self.batch = []
         # Past two batches in flight the store is the bottleneck: wait for it, bounding memory.
         self._collect(wait_for=MAX_WRITES_IN_FLIGHT)
@@ -320,8 +321,14 @@ class ArticleStorePipeline:
     def _collect(self, wait_for: int) -> None:
         """Count the finished writes; block until at most ``wait_for`` are still in flight. A
         failed write raises here, as it did when writes were made in this process."""
-        while self.writes and (self.writes[0].done() or len(self.writes) > wait_for):
-            counts = self.writes.popleft().result()
+        while self.writes and (self.writes[0][0].done() or len(self.writes) > wait_for):
+            future, records = self.writes.popleft()
+            try:
+                counts = future.result()
+            except Exception:
+                # The pages go into the next batch: a store that recovers still gets them all.
+                self.batch[:0] = records
+                raise
             self.counts.update({"stored": counts.stored, "updated": counts.updated,
                                 "unchanged": counts.unchanged, "qa_added": counts.qa_added})
             self._log_progress()

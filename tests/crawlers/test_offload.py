@@ -73,3 +73,51 @@ def test_the_writer_runs_calls_in_order_in_another_process_or_inline() -> None:
         writer.close()
     inline = Offload(0).submit(int, "x")
     assert inline.done() and isinstance(inline.exception(), ValueError)
+
+
+CHILD = """
+import asyncio, os, sys, time
+from crawlers.offload import Offload, PageWorkers
+
+async def main():
+    pages = PageWorkers(1)
+    await pages.run(len, "warm")
+    writer = Offload(1)
+    print(pages.workers[0].process.pid, writer.submit(os.getpid).result(), flush=True)
+    time.sleep(600)
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as status:  # a zombie has exited, only unreaped
+            return any(line.split()[1:2] == ["Z"] for line in status if line.startswith("State"))
+    except FileNotFoundError:
+        return True
+
+
+def test_workers_exit_when_the_crawl_is_killed(tmp_path) -> None:
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    script = tmp_path / "crawl_like.py"
+    script.write_text(CHILD)
+    root = Path(__file__).resolve().parents[2]
+    child = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                             cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+    try:
+        pids = [int(p) for p in child.stdout.readline().split()]
+        assert len(pids) == 2 and child.pid not in pids
+        child.kill()
+        child.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while not all(_gone(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert all(_gone(pid) for pid in pids), "a worker outlived the crawl that started it"
+    finally:
+        child.kill()
