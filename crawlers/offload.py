@@ -15,6 +15,7 @@ not safe. They start on first use, so a crawl that fetches nothing starts none.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -98,8 +99,14 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-def _serve(conn: Any) -> None:
+READY = -1  # the task id of a worker's first frame: its modules are imported
+
+
+def _serve(conn: Any, preload: tuple[str, ...]) -> None:
     """A page worker's loop: (id, function, args) in, (id, ok, result or exception) out."""
+    for module in preload:
+        importlib.import_module(module)
+    conn.send_bytes(pickle.dumps((READY, True, None)))
     while True:
         try:
             task_id, fn, args = pickle.loads(conn.recv_bytes())
@@ -130,6 +137,7 @@ class _Worker:
     outgoing: bytearray = field(default_factory=bytearray)
     incoming: bytearray = field(default_factory=bytearray)
     pending: dict[int, asyncio.Future] = field(default_factory=dict)
+    ready: bool = False
 
     @property
     def fd(self) -> int:
@@ -145,10 +153,14 @@ class PageWorkers:
     ``WorkerDied`` and later calls run inline: a crawl does not stop for it.
     """
 
-    def __init__(self, processes: int) -> None:
+    def __init__(self, processes: int, start_after: int = 0,
+                 preload: tuple[str, ...] = ()) -> None:
         self.processes = processes
+        self.start_after = start_after
+        self.preload = preload
         self.workers: list[_Worker] = []
         self.broken = False
+        self.calls = 0
         self._ids = count()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -157,7 +169,7 @@ class PageWorkers:
         context = multiprocessing.get_context("spawn")
         for _ in range(self.processes):
             parent, child = context.Pipe(duplex=True)
-            process = context.Process(target=_serve, args=(child,), daemon=True,
+            process = context.Process(target=_serve, args=(child, self.preload), daemon=True,
                                       name="loraforge-page-worker")
             process.start()
             child.close()
@@ -168,12 +180,20 @@ class PageWorkers:
             self.workers.append(worker)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` in the least busy worker (``fn`` and ``args`` must pickle)."""
-        if self.processes <= 0 or self.broken:
+        """``fn(*args)`` in the least busy worker (``fn`` and ``args`` must pickle).
+
+        The workers start after ``start_after`` calls and take calls once they have imported
+        ``preload``; until then calls run inline. A small crawl never waits for a worker to
+        start, nor pays for one."""
+        self.calls += 1
+        if self.processes <= 0 or self.broken or self.calls <= self.start_after:
             return fn(*args)
         if not self.workers:
             self._start()
-        worker = min(self.workers, key=lambda w: len(w.pending))
+        ready = [w for w in self.workers if w.ready]
+        if not ready:
+            return fn(*args)
+        worker = min(ready, key=lambda w: len(w.pending))
         task_id = next(self._ids)
         payload = pickle.dumps((task_id, fn, args), pickle.HIGHEST_PROTOCOL)
         future = asyncio.get_running_loop().create_future()
@@ -215,6 +235,9 @@ class PageWorkers:
             payload = bytes(worker.incoming[_HEADER.size:_HEADER.size + size])
             del worker.incoming[:_HEADER.size + size]
             task_id, ok, value = pickle.loads(payload)
+            if task_id == READY:
+                worker.ready = True
+                continue
             future = worker.pending.pop(task_id, None)
             if future is None or future.done():
                 continue
@@ -239,6 +262,16 @@ class PageWorkers:
             self._loop.remove_writer(worker.fd)
             self.workers.remove(worker)
         worker.conn.close()
+
+    async def started(self, timeout: float = 60) -> None:
+        """Start the workers now and wait until every one takes calls."""
+        if not self.workers:
+            self._start()
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not all(w.ready for w in self.workers):
+            if self.broken or asyncio.get_running_loop().time() > deadline:
+                raise WorkerDied("the page workers did not start")
+            await asyncio.sleep(0.05)
 
     def close(self) -> None:
         """Stop the workers: closing their pipes ends their loops. Pages still out (a crawl

@@ -48,6 +48,7 @@ TRACKING_PARAMS = ("utm_", "fbclid", "gclid", "mc_cid", "mc_eid")
 DROP_STAT_PREFIX = "loraforge/dropped/"
 Item = QAPageItem | ArticleItem
 MAX_WRITES_IN_FLIGHT = 2
+INLINE = Offload(0)
 RUN_ID_FILE = "loraforge-run-id"  # in the JOBDIR: which run a resume continues
 CLEAN_STOP_FILE = "loraforge-closed"  # in the JOBDIR: Scrapy closed it, its queue is whole
 
@@ -311,8 +312,11 @@ class ArticleStorePipeline:
         # the writer process while this one goes on crawling; batches are written in order. A
         # kill -9 loses at most the batches not yet committed, and a resume after one starts
         # over (crawlers.run._prepare_jobdir): no page the JOBDIR counts as done goes missing.
-        future = self.writer.submit(partial(store_articles, url=self.url), self.run_id,
-                                    self.batch)
+        # The writer starts with the first full batch: a small crawl's few pages are written
+        # here, without waiting for a process to start. Once it has writes out, every batch
+        # goes through it, so batches land in order.
+        writer = self.writer if self.writes or len(self.batch) >= self.batch_size else INLINE
+        future = writer.submit(partial(store_articles, url=self.url), self.run_id, self.batch)
         self.writes.append((future, self.batch))
         self.batch = []
         # Past two batches in flight the store is the bottleneck: wait for it, bounding memory.

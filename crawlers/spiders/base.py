@@ -39,6 +39,11 @@ REDIS_SCHEDULER = {
 }
 
 
+# Page workers start once a crawl has had this many pages: a smaller crawl is over before a
+# worker would have imported its modules (a second or two), and pays nothing for one.
+PAGES_BEFORE_WORKERS = 50
+
+
 class StoreSpider(scrapy.Spider):
     """Base of the spiders that fill the article store; subclasses implement ``parse``.
 
@@ -74,7 +79,9 @@ class StoreSpider(scrapy.Spider):
     @classmethod
     def from_crawler(cls, crawler: Any, *args: Any, **kwargs: Any) -> StoreSpider:
         spider = super().from_crawler(crawler, *args, **kwargs)
-        spider.workers = PageWorkers(process_count(crawler.settings.get("EXTRACT_PROCESSES")))
+        spider.workers = PageWorkers(process_count(crawler.settings.get("EXTRACT_PROCESSES")),
+                                     start_after=PAGES_BEFORE_WORKERS,
+                                     preload=("crawlers.page_work",))
         spider.ahead = Ahead.from_settings(crawler.settings)
         return spider
 

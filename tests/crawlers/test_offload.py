@@ -16,6 +16,21 @@ PAGE = """<html lang="en"><body><main><h1>Flu</h1>
 <h2>Who gets it?</h2><p>Anyone, each year.</p></main></body></html>"""
 
 
+def test_workers_start_after_their_first_calls_and_take_calls_once_ready() -> None:
+    async def scenario() -> None:
+        workers = PageWorkers(1, start_after=3, preload=("crawlers.extract",))
+        try:
+            assert [await workers.run(os.getpid) for _ in range(3)] == [os.getpid()] * 3
+            assert not workers.workers  # not started before its 4th call
+            await workers.run(os.getpid)
+            await workers.started()
+            assert await workers.run(os.getpid) == workers.workers[0].process.pid
+        finally:
+            workers.close()
+
+    asyncio.run(scenario())
+
+
 def test_process_count_reads_numbers_and_auto_and_refuses_the_rest() -> None:
     assert process_count("0") == 0 and process_count(3) == 3
     assert 1 <= process_count("auto") <= 4 and process_count(None) == process_count("auto")
@@ -28,6 +43,7 @@ def test_page_workers_return_what_inline_extraction_returns_and_pass_errors_on()
     async def scenario() -> None:
         workers = PageWorkers(2)
         try:
+            await workers.started()
             pages = await asyncio.gather(*(workers.run(extract_page, PAGE, f"http://x.test/{i}")
                                            for i in range(20)))
             assert len(workers.workers) == 2
@@ -47,6 +63,7 @@ def test_a_killed_worker_fails_its_pages_and_extraction_goes_on_inline() -> None
     async def scenario() -> None:
         workers = PageWorkers(1)
         try:
+            await workers.started()
             assert await workers.run(len, "warm") == 4
             process = workers.workers[0].process
             stuck = asyncio.ensure_future(workers.run(__import__("time").sleep, 30))
@@ -81,7 +98,7 @@ from crawlers.offload import Offload, PageWorkers
 
 async def main():
     pages = PageWorkers(1)
-    await pages.run(len, "warm")
+    await pages.started()
     writer = Offload(1)
     print(pages.workers[0].process.pid, writer.submit(os.getpid).result(), flush=True)
     time.sleep(600)
