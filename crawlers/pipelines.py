@@ -48,6 +48,9 @@ TRACKING_PARAMS = ("utm_", "fbclid", "gclid", "mc_cid", "mc_eid")
 DROP_STAT_PREFIX = "loraforge/dropped/"
 Item = QAPageItem | ArticleItem
 MAX_WRITES_IN_FLIGHT = 2
+# Failed batch writes in a row that are retried quietly (a store restarting, a lock held a
+# while); from the next one on, each failure is raised as the item's error, as before batching.
+QUIET_WRITE_RETRIES = 2
 INLINE = Offload(0)
 RUN_ID_FILE = "loraforge-run-id"  # in the JOBDIR: which run a resume continues
 CLEAN_STOP_FILE = "loraforge-closed"  # in the JOBDIR: Scrapy closed it, its queue is whole
@@ -261,6 +264,7 @@ class ArticleStorePipeline:
         self.writer = Offload(1 if writer_process else 0)
         self.writes: deque[tuple[Future[StoreCounts], list[ArticleRecord]]] = deque()
         self.run_id: int | None = None
+        self.failed_writes = 0  # in a row
         self.counts: Counter[str] = Counter()
         self.drop_reasons: Counter[str] = Counter()
 
@@ -291,9 +295,11 @@ class ArticleStorePipeline:
     def process_item(self, item: Item) -> Item:
         self.batch.append(item_to_record(item))
         # A slow site fills a batch slowly: the age bound keeps the store and the progress
-        # reports current there, the size bound keeps statements few on a fast one.
-        if (len(self.batch) >= self.batch_size
-                or time.monotonic() - self.last_flush >= self.flush_seconds):
+        # reports current there, the size bound keeps statements few on a fast one. After a
+        # failed write only the age bound applies: a store that is down is not sent the
+        # growing batch again with every page.
+        aged = time.monotonic() - self.last_flush >= self.flush_seconds
+        if aged or (len(self.batch) >= self.batch_size and not self.failed_writes):
             self._flush()
         return item
 
@@ -324,15 +330,24 @@ class ArticleStorePipeline:
 
     def _collect(self, wait_for: int) -> None:
         """Count the finished writes; block until at most ``wait_for`` are still in flight. A
-        failed write raises here, as it did when writes were made in this process."""
+        failed write's pages go back into the batch; the failure is logged, and raised (as the
+        current item's error) once more than QUIET_WRITE_RETRIES writes failed in a row, and
+        always at close, when no later batch would take them."""
         while self.writes and (self.writes[0][0].done() or len(self.writes) > wait_for):
             future, records = self.writes.popleft()
             try:
                 counts = future.result()
-            except Exception:
+            except Exception as exc:
                 # The pages go into the next batch: a store that recovers still gets them all.
                 self.batch[:0] = records
-                raise
+                self.failed_writes += 1
+                if self.failed_writes > QUIET_WRITE_RETRIES or not wait_for:
+                    raise
+                logger.warning("writing %d pages to the store failed (%s); they are written "
+                               "with the next batch", len(records),
+                               str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                continue
+            self.failed_writes = 0
             self.counts.update({"stored": counts.stored, "updated": counts.updated,
                                 "unchanged": counts.unchanged, "qa_added": counts.qa_added})
             self._log_progress()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from scrapy.utils.test import get_crawler
 from sqlalchemy import func, select
 
 from crawlers.items import QAPageItem, QAPairItem
-from crawlers.pipelines import ArticleStorePipeline
+from crawlers.pipelines import QUIET_WRITE_RETRIES, ArticleStorePipeline
 from crawlers.spiders.qa import QASpider
 from registry.db import session_scope
 from registry.models import Article, QAPair
@@ -28,30 +29,55 @@ def _counts() -> tuple[int, int]:
                 session.scalar(select(func.count()).select_from(QAPair)))
 
 
-def test_a_failed_batch_write_is_retried_with_the_next_one_and_loses_no_page(home: Path):
+def _pipeline(flush_seconds: float) -> ArticleStorePipeline:
     crawler = get_crawler(QASpider, {"ARTICLE_STORE_BATCH_SIZE": 2,
+                                     "ARTICLE_STORE_FLUSH_SECONDS": flush_seconds,
                                      "ARTICLE_STORE_WRITER_PROCESS": False})
     crawler.spider = QASpider.from_crawler(crawler, start_url="http://127.0.0.1/")
     pipeline = ArticleStorePipeline.from_crawler(crawler)
     pipeline.open_spider()
+    return pipeline
+
+
+def _take_articles_away(database: Path, away: bool) -> None:
+    """Another program renames the articles table: the store's writes fail for real."""
+    names = ("articles", "articles_away") if away else ("articles_away", "articles")
+    with sqlite3.connect(database) as other:
+        other.execute("ALTER TABLE {} RENAME TO {}".format(*names))
+
+
+def test_a_failed_batch_write_waits_for_the_next_batch_and_loses_no_page(home: Path, caplog):
+    pipeline = _pipeline(flush_seconds=3600)  # only full batches are written
     for i in range(2):
         pipeline.process_item(_page(i))
     assert _counts() == (2, 2)
 
-    # Another program takes the articles table away: the next batch's write fails for real.
-    database = home / "loraforge.db"
-    with sqlite3.connect(database) as other:
-        other.execute("ALTER TABLE articles RENAME TO articles_away")
-    pipeline.process_item(_page(2))
-    with pytest.raises(Exception, match="articles"):
-        pipeline.process_item(_page(3))
+    _take_articles_away(home / "loraforge.db", away=True)
+    with caplog.at_level(logging.WARNING, logger="crawlers.pipelines"):
+        for i in (2, 3):
+            pipeline.process_item(_page(i))  # the write fails: no item error, pages kept
     assert [r.url for r in pipeline.batch] == [_page(2).url, _page(3).url]
+    assert "writing 2 pages to the store failed" in caplog.text
 
-    with sqlite3.connect(database) as other:
-        other.execute("ALTER TABLE articles_away RENAME TO articles")
-    pipeline.process_item(_page(4))  # the failed two and this one, in one batch
+    _take_articles_away(home / "loraforge.db", away=False)
+    pipeline.process_item(_page(4))  # a failing store is not resent the batch with every page
+    assert len(pipeline.batch) == 3
     pipeline.close_spider()
     assert _counts() == (5, 5)
     with session_scope() as session:
         urls = session.scalars(select(Article.url)).all()
     assert sorted(urls) == sorted(_page(i).url for i in range(5))
+
+
+def test_a_store_that_stays_down_fails_the_items_and_the_close(home: Path):
+    pipeline = _pipeline(flush_seconds=0)  # every page is a batch
+    _take_articles_away(home / "loraforge.db", away=True)
+    for i in range(QUIET_WRITE_RETRIES):
+        pipeline.process_item(_page(i))
+    with pytest.raises(Exception, match="articles"):
+        pipeline.process_item(_page(QUIET_WRITE_RETRIES))
+    with pytest.raises(Exception, match="articles"):
+        pipeline.close_spider()
+    _take_articles_away(home / "loraforge.db", away=False)
+    assert _counts() == (0, 0)
+    assert len(pipeline.batch) == QUIET_WRITE_RETRIES + 1  # nothing dropped on the way
