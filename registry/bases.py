@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from registry.db import session_scope
 from registry.models import Article, BaseModel, ModelKind, QAPair
 from registry.records import record_of
+from registry.snapshots import qa_pair_order
 
 
 @dataclass(frozen=True)
@@ -35,12 +36,17 @@ def _record(row: BaseModel) -> BaseRecord:
 
 
 def iter_store_texts(batch_size: int = 500) -> Iterator[str]:
-    """Every QA pair as "question\\nanswer", then every article's title and text."""
+    """Every QA pair as "question\\nanswer", then every article's title and text.
+
+    In the same order as snapshots select them (by page URL), so a base built from two crawls of
+    the same pages is the same base whatever order the pages arrived in.
+    """
     with session_scope() as session:
-        for qa in session.scalars(select(QAPair).order_by(QAPair.id).execution_options(
-                yield_per=batch_size)):
+        pairs = (select(QAPair).outerjoin(Article, QAPair.article_id == Article.id)
+                 .order_by(*qa_pair_order()))
+        for qa in session.scalars(pairs.execution_options(yield_per=batch_size)):
             yield f"{qa.question}\n{qa.answer}"
-        for article in session.scalars(select(Article).order_by(Article.id).execution_options(
+        for article in session.scalars(select(Article).order_by(Article.url).execution_options(
                 yield_per=batch_size)):
             yield f"{article.title}\n{article.text}"
 

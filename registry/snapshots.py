@@ -137,14 +137,25 @@ def _apply_filter(stmt: Select, entity: type, where: StoreFilter) -> Select:
     return stmt.where(and_(*conditions)) if conditions else stmt
 
 
+def qa_pair_order() -> tuple[Any, ...]:
+    """ORDER BY terms for QA pairs: page URL, then id (page order). Needs Article joined."""
+    return (func.coalesce(Article.url, ""), QAPair.id)
+
+
 def select_qa_pairs(topic: str | None = None, *, where: StoreFilter | None = None,
                     ) -> list[QAPairData]:
-    """QA pairs in id order that match ``where`` (or just ``topic``)."""
+    """QA pairs that match ``where`` (or just ``topic``), in crawl-independent order.
+
+    Pages arrive in whatever order concurrent requests finish, so row ids differ from one crawl
+    of a site to the next. Ordering by page URL, then by position on the page, gives the same
+    list (and so the same ``--limit`` sample and the same kept repeat) for the same pages.
+    Pairs without a page (imports) keep their file order.
+    """
     where = where or StoreFilter(topic=topic)
     stmt = (select(QAPair, Source.name, Article.language)
             .outerjoin(Article, QAPair.article_id == Article.id)
             .outerjoin(Source, Article.source_id == Source.id)
-            .order_by(QAPair.id))
+            .order_by(*qa_pair_order()))
     stmt = _apply_filter(stmt, QAPair, where)
     with session_scope() as session:
         return [
@@ -155,10 +166,10 @@ def select_qa_pairs(topic: str | None = None, *, where: StoreFilter | None = Non
 
 
 def select_articles(where: StoreFilter | None = None) -> list[ArticleData]:
-    """Articles in id order that match ``where``."""
+    """Articles that match ``where``, by URL: the same pages give the same order in any crawl."""
     stmt = (select(Article, Source.name)
             .outerjoin(Source, Article.source_id == Source.id)
-            .order_by(Article.id))
+            .order_by(Article.url))
     stmt = _apply_filter(stmt, Article, where or StoreFilter())
     with session_scope() as session:
         return [ArticleData(a.id, a.title, a.text, a.content_hash, a.topic, source, a.language)
