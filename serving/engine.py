@@ -348,6 +348,7 @@ class ChatEngine:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from core.small_batch_linear import speed_up_small_batches
         from serving.decoding import DecodeBatch
         from trainers.generate import pad_id
 
@@ -381,6 +382,7 @@ class ChatEngine:
             )
         if not self.load_in_4bit:  # a quantized model is placed by device_map and cannot move
             model.to(self.device)
+        speed_up_small_batches(model)  # batched decode steps on CPU; a no-op on a GPU
         model.eval()
         self.model, self.tokenizer = model, tokenizer
         self._decoding = DecodeBatch(model, pad_id(tokenizer), self.device, self._use)

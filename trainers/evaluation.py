@@ -191,6 +191,8 @@ def load_for_eval(base: bases.BaseRecord, adapters: list[AdapterRecord]):
     """The base (safetensors only) with every adapter attached under its id, and its tokenizer."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from core.small_batch_linear import speed_up_small_batches
+
     device = resolve_device()
     try:
         tokenizer = AutoTokenizer.from_pretrained(base.model_path)
@@ -209,7 +211,9 @@ def load_for_eval(base: bases.BaseRecord, adapters: list[AdapterRecord]):
             adapters[0].id))
         for adapter in adapters[1:]:
             model.load_adapter(adapter.path, adapter_name=_peft_name(adapter.id))
-    return model.to(device).eval(), tokenizer
+    model.to(device)
+    speed_up_small_batches(model)  # eval decodes its questions in batches; the engine does too
+    return model.eval(), tokenizer
 
 
 def _peft_name(adapter_id: int) -> str:
