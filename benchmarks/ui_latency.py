@@ -122,19 +122,17 @@ def time_first_token(engine, label: str, rounds: int) -> float:
 
 def decode_tokens_per_second(engine, label: str | None, tokens: int, rounds: int) -> float:
     """Greedy decode of exactly ``tokens`` new tokens (EOS ignored), best of ``rounds``."""
-    import contextlib
-
     import torch
 
+    from serving.engine import BASE_ONLY
+
+    engine.activate(label or BASE_ONLY)  # as the engine's next decode step would
     model = engine.model
     ids = engine.tokenizer.apply_chat_template(QUESTION, add_generation_prompt=True,
                                                return_tensors="pt", return_dict=True)
     ids = ids["input_ids"].to(engine.device)
-    if label is not None:
-        engine.activate(label)
-    off = model.disable_adapter() if label is None else contextlib.nullcontext()
     best = 0.0
-    with off, torch.inference_mode():
+    with torch.inference_mode():
         for _ in range(rounds):
             start = time.perf_counter()
             model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,

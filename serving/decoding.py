@@ -2,8 +2,9 @@
 
 A ``DecodeBatch`` holds the rows being decoded, their KV cache (left-padded to one length),
 attention mask and adapter names. ``admit`` prefills new prompts and merges their cache into the
-running one; ``step`` decodes one token for every row; ``keep`` drops rows that have ended. PEFT's
-``adapter_names`` gives each row its own LoRA adapter in the same forward pass.
+running one; ``step`` decodes one token for every row; ``keep`` drops rows that have ended. Each
+row has its own LoRA adapter in the same forward pass (``serving.row_adapters``, or PEFT's
+``adapter_names``), as the engine's scope arranges.
 
 Greedy rows equal ``trainers.generate.generate_ids`` (transformers' ``generate``) token for token:
 padding is masked out and positions count real tokens only, as ``generate`` counts them
@@ -19,8 +20,9 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-# Makes the next forward decode through one adapter ("__base__": none; None: each row's own).
-AdapterScope = Callable[[str | None], None]
+# Readies the next forward for these rows' adapter names ("__base__": none); returns the extra
+# keyword arguments that forward needs.
+AdapterScope = Callable[[list[str]], dict[str, Any]]
 
 
 def _left_pad(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
@@ -128,9 +130,7 @@ class DecodeBatch:
     @torch.inference_mode()
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
                  cache: DynamicCache, names: list[str]) -> torch.Tensor:
-        mixed = len(set(names)) > 1
-        self.scope(None if mixed else names[0])
-        extra = {"adapter_names": names} if mixed else {}
+        extra = self.scope(names)
         output = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
                             past_key_values=cache, use_cache=True, logits_to_keep=1, **extra)
         return output.logits[:, -1, :]

@@ -25,6 +25,7 @@ from registry.adapters import AdapterRecord, list_adapters
 from registry.bases import list_bases
 from registry.db import ensure_schema
 from serving.batching import BatchScheduler, ChatRequest, ReplyStream
+from serving.row_adapters import BASE, RowAdapters, install
 
 BASE_ONLY = "base model only"
 DEFAULT_MAX_ADAPTERS = 8
@@ -121,6 +122,8 @@ class ChatEngine:
         self._decoding: Any = None  # the running DecodeBatch, made when the base loads
         self._in_use: set[str] = set()  # adapters of running rows: never evicted
         self._mode: str | None = _UNKNOWN  # what the model decodes through now (see _use)
+        self._rows = RowAdapters()  # each row's adapter, for plain LoRA (see _route)
+        self._plain: set[str] = set()  # PEFT names of attached plain-LoRA adapters
         # A masked-diffusion sampler takes one prompt at a time.
         self._scheduler = BatchScheduler(self._step,
                                          max_rows=1 if self.is_diffusion else max_batch,
@@ -134,13 +137,12 @@ class ChatEngine:
             self._ensure_base()
 
     def activate(self, adapter_label: str) -> None:
-        """Attach (if needed) and select an adapter now: a warm-up, and what benchmarks time."""
+        """Attach (if needed) and select an adapter, or the base alone, as the next decode step
+        would: a warm-up, and what benchmarks time before calling ``self.model`` directly."""
         choice, _, _ = self._prepare(adapter_label, [{"role": "user", "content": ""}])
-        if choice is None:
-            raise ChatError("activate takes an adapter label, not the base model")
         with self._lock:
             self._ensure_base()
-            self._use(self._attach([choice])[0])
+            self._route(self._attach([choice]))
 
     def list_choices(self) -> list[str]:
         """Picker labels: base only, then the adapters of this base, read fresh from the store."""
@@ -385,7 +387,7 @@ class ChatEngine:
         speed_up_small_batches(model)  # batched decode steps on CPU; a no-op on a GPU
         model.eval()
         self.model, self.tokenizer = model, tokenizer
-        self._decoding = DecodeBatch(model, pad_id(tokenizer), self.device, self._use)
+        self._decoding = DecodeBatch(model, pad_id(tokenizer), self.device, self._route)
         self.base_loads += 1
 
     def _attach(self, choices: list[AdapterRecord | None]) -> list[str]:
@@ -407,14 +409,34 @@ class ChatEngine:
                 self.model.eval()
                 self._mode = _UNKNOWN  # new LoRA layers start enabled, whatever the others
                 self._peft_names[label] = name
+                if not self.is_diffusion:
+                    install(self.model, self._rows)  # every LoRA layer, so base rows skip all
+                    if not_plain_lora(_check_safetensors(choice)) is None:
+                        self._plain.add(name)
                 self.adapter_loads += 1
             self._peft_names.move_to_end(label)
         for label in [k for k in self._peft_names if k not in wanted and k not in self._in_use]:
             if len(self._peft_names) <= self.max_adapters:
                 break
-            self.model.delete_adapter(self._peft_names.pop(label))
+            name = self._peft_names.pop(label)
+            self.model.delete_adapter(name)
+            self._plain.discard(name)
             self._mode = _UNKNOWN
-        return [self._peft_names[c.label] if c is not None else "__base__" for c in choices]
+        return [self._peft_names[c.label] if c is not None else BASE for c in choices]
+
+    def _route(self, names: list[str]) -> dict[str, Any]:
+        """Ready the next forward for rows on these PEFT adapter names; its extra arguments.
+
+        Rows on plain LoRA adapters and the base go through ``RowAdapters`` (set once per
+        step, no module walk). A batch with a LoRA variant (DoRA: one adapter per batch) goes
+        through PEFT's own switching."""
+        if not self.is_diffusion and all(n == BASE or n in self._plain for n in names):
+            self._rows.set(names, self.device)
+            return {}
+        self._rows.clear()
+        mixed = len(set(names)) > 1
+        self._use(None if mixed else names[0])
+        return {"adapter_names": names} if mixed else {}
 
     def _use(self, name: str | None) -> None:
         """Make the next forward decode through one adapter, the base alone ("__base__"), or
@@ -438,7 +460,7 @@ class ChatEngine:
         from trainers.diffusion.loading import answer_ids
         from trainers.diffusion.sampler import SamplerConfig
 
-        self._use(self._attach([request.adapter])[0])
+        self._route(self._attach([request.adapter]))
         sampler = SamplerConfig.for_length(request.max_new_tokens, self.diffusion_block_length,
                                            temperature=request.temperature)
 
