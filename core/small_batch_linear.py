@@ -36,10 +36,12 @@ def _forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
 
 def speed_up_small_batches(model: Any) -> int:
     """Make every plain float32 CPU ``nn.Linear`` in ``model`` use the small-batch path; the
-    number changed. Layers added later (a new adapter's) keep ``F.linear``: they are tiny."""
+    number changed. LoRA factors keep ``F.linear``: they are tiny, and an adapter attached
+    before this call then computes as one attached after it (the engine's), bit for bit."""
     changed = 0
-    for module in model.modules():
-        if (type(module) is nn.Linear and module.weight.device.type == "cpu"
+    for name, module in model.named_modules():
+        if (type(module) is nn.Linear and ".lora_" not in name
+                and module.weight.device.type == "cpu"
                 and module.weight.dtype == torch.float32):
             module.forward = MethodType(_forward, module)
             changed += 1

@@ -42,3 +42,11 @@ def test_only_plain_float32_linears_change_and_gradients_still_flow():
     x = torch.randn(3, 8, requires_grad=True)
     model[0](x).sum().backward()
     assert x.grad is not None and model[0].weight.grad is not None
+
+
+def test_lora_factors_keep_f_linear():
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4)),
+                           LoraConfig(r=2, target_modules=["0", "2"]))
+    assert speed_up_small_batches(model) == 2  # the two base layers, not their 4 factors

@@ -1,0 +1,57 @@
+"""Per-step row adapters give PEFT's own logits, bit for bit, for mixed and single-adapter rows."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from serving.row_adapters import BASE, RowAdapters, install
+
+
+@pytest.fixture(scope="module")
+def two_adapters() -> PeftModel:
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+    model = LlamaForCausalLM(config)
+    first = LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
+                       target_modules=["q_proj", "v_proj", "down_proj"])
+    second = LoraConfig(r=2, lora_alpha=2, init_lora_weights=False, target_modules=["q_proj"])
+    model = get_peft_model(model, first, adapter_name="a")
+    model.add_adapter("b", second)
+    return model.eval()
+
+
+def _logits(model, ids: torch.Tensor, **extra) -> torch.Tensor:
+    with torch.inference_mode():
+        return model(input_ids=ids, **extra).logits
+
+
+def test_mixed_and_single_rows_equal_peft_and_leave_peft_alone_when_cleared(two_adapters):
+    model = two_adapters
+    ids = torch.randint(0, 64, (4, 6), generator=torch.Generator().manual_seed(1))
+    names = ["a", "b", BASE, "a"]
+    peft_mixed = _logits(model, ids, adapter_names=names)
+    model.set_adapter("b")
+    peft_b = _logits(model, ids)
+    with model.disable_adapter():
+        peft_base = _logits(model, ids)
+    model.set_adapter("a")
+    peft_a = _logits(model, ids)
+
+    rows = RowAdapters()
+    assert install(model, rows) == 6  # q and v in 2 layers, down in 2 layers
+    assert torch.equal(_logits(model, ids), peft_a)  # not set: PEFT decides
+
+    rows.set(names)
+    assert torch.equal(_logits(model, ids), peft_mixed)
+    rows.set(["b"] * 4)
+    assert torch.equal(_logits(model, ids), peft_b)
+    rows.set([BASE] * 4)
+    assert torch.equal(_logits(model, ids), peft_base)
+    assert not torch.equal(peft_a, peft_base) and not torch.equal(peft_mixed[1], peft_a[1])
+
+    rows.clear()
+    assert torch.equal(_logits(model, ids), peft_a)
