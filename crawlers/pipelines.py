@@ -51,6 +51,10 @@ MAX_WRITES_IN_FLIGHT = 2
 # Failed batch writes in a row that are retried quietly (a store restarting, a lock held a
 # while); from the next one on, each failure is raised as the item's error, as before batching.
 QUIET_WRITE_RETRIES = 2
+# Pages that may wait in memory for a store that keeps failing (ARTICLE_STORE_MAX_PENDING); past
+# them the crawl closes rather than grow without bound, and a resume fetches them again.
+MAX_PENDING = 5000
+STORE_DOWN = "store_unavailable"  # the close reason then
 INLINE = Offload(0)
 RUN_ID_FILE = "loraforge-run-id"  # in the JOBDIR: which run a resume continues
 CLEAN_STOP_FILE = "loraforge-closed"  # in the JOBDIR: Scrapy closed it, its queue is whole
@@ -254,11 +258,15 @@ class ArticleStorePipeline:
     """Store pages and QA pairs through ``registry.article_store``, in batches, as one crawl run."""
 
     def __init__(self, crawler: Crawler, url: str, batch_size: int,
-                 flush_seconds: float = 2.0, writer_process: bool = True) -> None:
+                 flush_seconds: float = 2.0, writer_process: bool = True,
+                 max_pending: int = MAX_PENDING) -> None:
         self.crawler = crawler
         self.url = url
         self.batch_size = max(1, batch_size)
         self.flush_seconds = flush_seconds
+        self.max_pending = max(1, max_pending)
+        self.last_error = ""  # the last failed write's cause, one line
+        self.closing = False
         self.batch: list[ArticleRecord] = []
         self.last_flush = time.monotonic()
         self.writer = Offload(1 if writer_process else 0)
@@ -273,7 +281,8 @@ class ArticleStorePipeline:
         pipeline = cls(crawler, store_url(crawler.settings),
                        crawler.settings.getint("ARTICLE_STORE_BATCH_SIZE", 100),
                        crawler.settings.getfloat("ARTICLE_STORE_FLUSH_SECONDS", 2.0),
-                       crawler.settings.getbool("ARTICLE_STORE_WRITER_PROCESS", True))
+                       crawler.settings.getbool("ARTICLE_STORE_WRITER_PROCESS", True),
+                       crawler.settings.getint("ARTICLE_STORE_MAX_PENDING", MAX_PENDING))
         crawler.signals.connect(pipeline.item_dropped, signal=signals.item_dropped)
         crawler.signals.connect(pipeline.item_error, signal=signals.item_error)
         # Only the spider_closed signal carries the close reason (finished, shutdown, ...), and
@@ -301,7 +310,19 @@ class ArticleStorePipeline:
         aged = time.monotonic() - self.last_flush >= self.flush_seconds
         if aged or (len(self.batch) >= self.batch_size and not self.failed_writes):
             self._flush()
+        if self.failed_writes and len(self.batch) >= self.max_pending and not self.closing:
+            self._close_for_the_store()
         return item
+
+    def _close_for_the_store(self) -> None:
+        from scrapy.utils.defer import deferred_from_coro
+
+        self.closing = True
+        logger.error("the store failed %d writes in a row (%s) and %d pages wait for it; closing "
+                     "the crawl. Run it again with --resume once the store is back: the pages "
+                     "not stored are fetched again", self.failed_writes, self.last_error,
+                     len(self.batch))
+        deferred_from_coro(self.crawler.engine.close_spider_async(reason=STORE_DOWN))
 
     def close_spider(self) -> None:
         try:
@@ -341,11 +362,11 @@ class ArticleStorePipeline:
                 # The pages go into the next batch: a store that recovers still gets them all.
                 self.batch[:0] = records
                 self.failed_writes += 1
+                self.last_error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 if self.failed_writes > QUIET_WRITE_RETRIES or not wait_for:
                     raise
                 logger.warning("writing %d pages to the store failed (%s); they are written "
-                               "with the next batch", len(records),
-                               str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                               "with the next batch", len(records), self.last_error)
                 continue
             self.failed_writes = 0
             self.counts.update({"stored": counts.stored, "updated": counts.updated,
@@ -401,6 +422,11 @@ class ArticleStorePipeline:
         if self.run_id is None:
             return
         status, error = self._outcome(reason)
+        unsaved = len(self.batch)  # pages a failing store never took, even at close
+        if unsaved:
+            status, error = CrawlStatus.failed, (
+                f"{unsaved} pages could not be written to the store ({self.last_error}); run "
+                "the crawl again with --resume once the store is back: they are fetched again")
         reasons = self._all_drop_reasons()
         finish_crawl_run(self.run_id, status=status, pages_seen=self._pages_seen(),
                          items_dropped=sum(reasons.values()),
@@ -408,5 +434,7 @@ class ArticleStorePipeline:
         self._log_progress()
         logger.info("crawl run #%d %s", self.run_id, status.value)
         jobdir = self.crawler.settings.get("JOBDIR")
-        if jobdir:
+        # With pages unsaved, the JOBDIR's queue counts them as done: leave it unmarked, so a
+        # resume starts over and the idempotent store keeps every page exactly once.
+        if jobdir and not unsaved:
             (Path(jobdir) / CLEAN_STOP_FILE).write_text(status.value)

@@ -109,7 +109,8 @@ def _mark_interrupted(run_id: int, database_url: str | None, error: str) -> None
 
 
 def _prepare_jobdir(jobdir: Path, resume: bool, database_url: str | None) -> None:
-    """Keep the JOBDIR of a crawl that stopped cleanly; discard one whose process died.
+    """Keep the JOBDIR of a crawl that stopped cleanly; discard one whose process died, or whose
+    store failed to take pages the JOBDIR counts as done.
 
     Scrapy writes its request queue's bookkeeping only when it closes, so after a kill -9 the
     queue cannot be trusted: pages would be lost or fetched twice. Such a resume starts over
@@ -125,7 +126,8 @@ def _prepare_jobdir(jobdir: Path, resume: bool, database_url: str | None) -> Non
         stale = int(run_file.read_text().strip() or 0)
         with suppress(StoreError, ValueError):
             _mark_interrupted(stale, database_url, "the crawler process died; a new run resumed it")
-        logger.warning("crawl run #%d died without closing; starting over, pages it stored are "
+        logger.warning("crawl run #%d stopped without a clean close (its process died, or the "
+                       "store did not take all its pages); starting over, pages it stored are "
                        "left unchanged", stale)
     shutil.rmtree(jobdir)
 

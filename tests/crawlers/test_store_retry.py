@@ -10,9 +10,14 @@ import pytest
 from scrapy.utils.test import get_crawler
 from sqlalchemy import func, select
 
+from crawlers.demo_site import ground_truth, serve
+from crawlers.errors import CrawlError
 from crawlers.items import QAPageItem, QAPairItem
-from crawlers.pipelines import QUIET_WRITE_RETRIES, ArticleStorePipeline
+from crawlers.pipelines import CLEAN_STOP_FILE, QUIET_WRITE_RETRIES, ArticleStorePipeline
+from crawlers.run import CrawlProgress, job_dir, run_crawl
 from crawlers.spiders.qa import QASpider
+from crawlers.text import collapse_whitespace
+from registry.article_store import get_crawl_run
 from registry.db import session_scope
 from registry.models import Article, QAPair
 
@@ -81,3 +86,38 @@ def test_a_store_that_stays_down_fails_the_items_and_the_close(home: Path):
     _take_articles_away(home / "loraforge.db", away=False)
     assert _counts() == (0, 0)
     assert len(pipeline.batch) == QUIET_WRITE_RETRIES + 1  # nothing dropped on the way
+
+
+def test_a_store_that_stays_down_closes_the_crawl_and_a_resume_stores_every_page_once(home: Path):
+    per_collection = 12
+    database = home / "loraforge.db"
+    slow = {"AUTOTHROTTLE_ENABLED": "0", "DOWNLOAD_DELAY": "0.1", "CONCURRENT_REQUESTS": "1",
+            "ARTICLE_STORE_BATCH_SIZE": "3", "ARTICLE_STORE_FLUSH_SECONDS": "0.2",
+            "ARTICLE_STORE_MAX_PENDING": "4"}
+    down: list[int] = []
+
+    def take_the_store_away(progress: CrawlProgress) -> None:
+        if progress.stored >= 3 and not down:
+            down.append(progress.run_id)
+            _take_articles_away(database, away=True)
+
+    with serve(per_collection=per_collection) as base_url:
+        args = {"sitemap_url": f"{base_url}/sitemap.xml"}
+        with pytest.raises(CrawlError, match=r"\d+ pages could not be written to the store"):
+            run_crawl("qa", args, settings=slow, on_progress=take_the_store_away)
+        failed = get_crawl_run(down[0])
+        assert failed.status == "failed" and failed.pages_seen < 2 * per_collection
+        assert not (job_dir("qa") / CLEAN_STOP_FILE).exists()  # its queue counts unsaved pages
+
+        _take_articles_away(database, away=False)
+        resumed = run_crawl("qa", args, resume=True)
+        truth = {(t["url"], collapse_whitespace(t["question"]), collapse_whitespace(t["answer"]))
+                 for t in ground_truth(base_url, per_collection=per_collection)}
+
+    with session_scope() as session:
+        pairs = [(u, collapse_whitespace(q), collapse_whitespace(a)) for u, q, a in
+                 session.execute(select(QAPair.source, QAPair.question, QAPair.answer))]
+        urls = session.scalars(select(Article.url)).all()
+    assert len(pairs) == len(set(pairs)) and set(pairs) == truth
+    assert len(urls) == len(set(urls)) == 2 * per_collection
+    assert get_crawl_run(resumed).status == "finished"
