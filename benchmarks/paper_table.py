@@ -11,7 +11,10 @@ figure, labelled as such in the table:
 * trainable parameters: exact, counted on the full 32-layer shape on the meta device (no memory);
 * peak memory and samples/s: measured over real training steps (forward, backward, AdamW step;
   random token ids) at each ``--layers`` depth, each method in its own process, loaded and
-  wrapped by the same backend hooks ``loraforge train --method ...`` uses;
+  wrapped by the same backend hooks ``loraforge train --method ...`` uses, with the loss computed
+  as its trainer (TRL's ``SFTTrainer``) computes it: through TRL's fused LM head, in tiles, never
+  holding the whole ``(tokens, vocabulary)`` logits (``--full-logits``: the plain
+  ``model(labels=...)`` loss, which does);
 * the 32-layer figures, when 32 layers were not measured: a straight line fitted through the
   measured depths (memory and seconds per sample both grow linearly with depth), extrapolated.
 
@@ -177,6 +180,15 @@ def build_base(config, model_dir: Path, device: str) -> None:
     model.save_pretrained(model_dir)
 
 
+def causal_lm_loss(model, ids, *, full_logits: bool):
+    """The mean next-token loss, as ``SFTTrainer.compute_loss`` takes it (or, with
+    ``full_logits``, from transformers' own loss over the whole logits)."""
+    if full_logits:
+        return model(input_ids=ids, labels=ids, use_cache=False).loss
+    outputs = model(input_ids=ids, labels=ids, use_cache=False, fused_lm_head=True)
+    return -outputs.log_probs.sum() / outputs.label_mask.sum().clamp(min=1)
+
+
 def measure(method: str, model_dir: Path, device: str, args: argparse.Namespace) -> dict:
     """Load and wrap as ``loraforge train`` does, then time warmup + measured optimizer steps."""
     import torch
@@ -188,7 +200,13 @@ def measure(method: str, model_dir: Path, device: str, args: argparse.Namespace)
         check_4bit_runs(device)
     on_gpu = device.startswith("cuda")
     baseline = _memory(device, peak=False)  # after imports, before the model
-    model = backend.wrap_model(backend.load_model(str(model_dir), cfg, device), cfg, model_dir)
+    model = backend.load_model(str(model_dir), cfg, device)
+    if not args.full_logits:
+        from trl.trainer.utils import add_fused_lm_head
+
+        # As SFTTrainer does, on the unwrapped model and with the outputs its metrics read
+        add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))
+    model = backend.wrap_model(model, cfg, model_dir)
     if on_gpu and method != "qlora":  # QLoRA loads onto the GPU; the others load on CPU
         model.to(device)  # as the Trainer does before training
     elif not on_gpu:
@@ -208,7 +226,7 @@ def measure(method: str, model_dir: Path, device: str, args: argparse.Namespace)
             ids = torch.randint(0, vocab, (args.batch_size, args.seq_len), generator=generator)
             ids = ids.to(device)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_gpu):  # Trainer's bf16
-                loss = model(input_ids=ids, labels=ids, use_cache=False).loss
+                loss = causal_lm_loss(model, ids, full_logits=args.full_logits)
             (loss / args.grad_accum).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -439,6 +457,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=2e-4, help="AdamW learning rate.")
     p.add_argument("--gradient-checkpointing", action="store_true",
                    help="Recompute activations in backward (off, like loraforge train).")
+    p.add_argument("--full-logits", action="store_true",
+                   help="Take the loss from the whole logits (transformers' own loss) instead of "
+                        "TRL's fused LM head, which loraforge train uses.")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="Where to train.")
     p.add_argument("--workdir", type=Path, default=None,
@@ -558,7 +579,8 @@ def _emit(table: str, summary: dict, args: argparse.Namespace) -> None:
 
 def _setup(args: argparse.Namespace) -> dict:
     keys = ("layers", "seq_len", "batch_size", "grad_accum", "steps", "warmup", "rank", "alpha",
-            "dropout", "target_modules", "lr", "gradient_checkpointing", "device")
+            "dropout", "target_modules", "lr", "gradient_checkpointing", "full_logits",
+            "device")
     return {k: getattr(args, k) for k in keys}
 
 

@@ -25,7 +25,7 @@ from registry.adapters import AdapterRecord, list_adapters
 from registry.bases import list_bases
 from registry.db import ensure_schema
 from serving.batching import BatchScheduler, ChatRequest, ReplyStream
-from serving.row_adapters import BASE, RowAdapters, install
+from serving.row_adapters import BASE, RowAdapters, in_linear_layers_only, install
 
 BASE_ONLY = "base model only"
 DEFAULT_MAX_ADAPTERS = 8
@@ -124,6 +124,7 @@ class ChatEngine:
         self._mode: str | None = _UNKNOWN  # what the model decodes through now (see _use)
         self._rows = RowAdapters()  # each row's adapter, for plain LoRA (see _route)
         self._plain: set[str] = set()  # PEFT names of attached plain-LoRA adapters
+        self._unroutable: set[str] = set()  # attached adapters outside LoRA Linear layers
         # A masked-diffusion sampler takes one prompt at a time.
         self._scheduler = BatchScheduler(self._step,
                                          max_rows=1 if self.is_diffusion else max_batch,
@@ -411,7 +412,9 @@ class ChatEngine:
                 self._peft_names[label] = name
                 if not self.is_diffusion:
                     install(self.model, self._rows)  # every LoRA layer, so base rows skip all
-                    if not_plain_lora(_check_safetensors(choice)) is None:
+                    if not in_linear_layers_only(self.model, name):
+                        self._unroutable.add(name)
+                    elif not_plain_lora(_check_safetensors(choice)) is None:
                         self._plain.add(name)
                 self.adapter_loads += 1
             self._peft_names.move_to_end(label)
@@ -421,6 +424,7 @@ class ChatEngine:
             name = self._peft_names.pop(label)
             self.model.delete_adapter(name)
             self._plain.discard(name)
+            self._unroutable.discard(name)
             self._mode = _UNKNOWN
         return [self._peft_names[c.label] if c is not None else BASE for c in choices]
 
@@ -429,8 +433,10 @@ class ChatEngine:
 
         Rows on plain LoRA adapters and the base go through ``RowAdapters`` (set once per
         step, no module walk). A batch with a LoRA variant (DoRA: one adapter per batch) goes
-        through PEFT's own switching."""
-        if not self.is_diffusion and all(n == BASE or n in self._plain for n in names):
+        through PEFT's own switching, and so does every batch while an attached adapter has
+        layers ``RowAdapters`` does not route (a LoRA embedding, ``modules_to_save``)."""
+        if (not self.is_diffusion and not self._unroutable
+                and all(n == BASE or n in self._plain for n in names)):
             self._rows.set(names, self.device)
             return {}
         self._rows.clear()

@@ -63,6 +63,23 @@ def _forward(self: Any, rows: RowAdapters, x: torch.Tensor, *args: Any,
     return result
 
 
+def in_linear_layers_only(model: Any, name: str) -> bool:
+    """Whether adapter ``name`` lives only in LoRA ``Linear`` layers: no LoRA embedding or
+    convolution, no ``modules_to_save`` copy. Those follow PEFT's active-adapter state, which
+    ``RowAdapters`` does not set, so while any attached adapter has them the engine leaves
+    every batch to PEFT."""
+    from peft.tuners.lora.layer import Linear, LoraLayer
+    from peft.utils import ModulesToSaveWrapper
+
+    for module in model.modules():
+        if isinstance(module, ModulesToSaveWrapper) and name in module.modules_to_save:
+            return False
+        if isinstance(module, LoraLayer) and type(module) is not Linear and any(
+                name in getattr(module, kind, {}) for kind in module.adapter_layer_names):
+            return False
+    return True
+
+
 def install(model: Any, rows: RowAdapters) -> int:
     """Route every PEFT LoRA ``Linear`` of ``model`` through ``rows``; the number routed.
     Call it again after attaching an adapter to a model that had none (new LoRA layers)."""

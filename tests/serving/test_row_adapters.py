@@ -7,10 +7,10 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from serving.row_adapters import BASE, RowAdapters, install
+from serving.row_adapters import BASE, RowAdapters, in_linear_layers_only, install
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def two_adapters() -> PeftModel:
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
@@ -55,3 +55,13 @@ def test_mixed_and_single_rows_equal_peft_and_leave_peft_alone_when_cleared(two_
 
     rows.clear()
     assert torch.equal(_logits(model, ids), peft_a)
+
+
+def test_adapters_outside_linear_layers_are_told_apart(two_adapters):
+    model = two_adapters
+    model.add_adapter("emb", LoraConfig(r=2, target_modules=["embed_tokens", "q_proj"]))
+    model.add_adapter("saved", LoraConfig(r=2, target_modules=["q_proj"],
+                                          modules_to_save=["lm_head"]))
+    assert in_linear_layers_only(model, "a") and in_linear_layers_only(model, "b")
+    assert not in_linear_layers_only(model, "emb")
+    assert not in_linear_layers_only(model, "saved")
