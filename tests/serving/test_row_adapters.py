@@ -19,8 +19,8 @@ def two_adapters() -> PeftModel:
     first = LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
                        target_modules=["q_proj", "v_proj", "down_proj"])
     second = LoraConfig(r=2, lora_alpha=2, init_lora_weights=False, target_modules=["q_proj"])
-    model = get_peft_model(model, first, adapter_name="a")
-    model.add_adapter("b", second)
+    model = get_peft_model(model, first, adapter_name="one")
+    model.add_adapter("two", second)
     return model.eval()
 
 
@@ -32,13 +32,13 @@ def _logits(model, ids: torch.Tensor, **extra) -> torch.Tensor:
 def test_mixed_and_single_rows_equal_peft_and_leave_peft_alone_when_cleared(two_adapters):
     model = two_adapters
     ids = torch.randint(0, 64, (4, 6), generator=torch.Generator().manual_seed(1))
-    names = ["a", "b", BASE, "a"]
+    names = ["one", "two", BASE, "one"]
     peft_mixed = _logits(model, ids, adapter_names=names)
-    model.set_adapter("b")
+    model.set_adapter("two")
     peft_b = _logits(model, ids)
     with model.disable_adapter():
         peft_base = _logits(model, ids)
-    model.set_adapter("a")
+    model.set_adapter("one")
     peft_a = _logits(model, ids)
 
     rows = RowAdapters()
@@ -47,7 +47,7 @@ def test_mixed_and_single_rows_equal_peft_and_leave_peft_alone_when_cleared(two_
 
     rows.set(names)
     assert torch.equal(_logits(model, ids), peft_mixed)
-    rows.set(["b"] * 4)
+    rows.set(["two"] * 4)
     assert torch.equal(_logits(model, ids), peft_b)
     rows.set([BASE] * 4)
     assert torch.equal(_logits(model, ids), peft_base)
@@ -62,6 +62,6 @@ def test_adapters_outside_linear_layers_are_told_apart(two_adapters):
     model.add_adapter("emb", LoraConfig(r=2, target_modules=["embed_tokens", "q_proj"]))
     model.add_adapter("saved", LoraConfig(r=2, target_modules=["q_proj"],
                                           modules_to_save=["lm_head"]))
-    assert in_linear_layers_only(model, "a") and in_linear_layers_only(model, "b")
+    assert in_linear_layers_only(model, "one") and in_linear_layers_only(model, "two")
     assert not in_linear_layers_only(model, "emb")
     assert not in_linear_layers_only(model, "saved")
