@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from crawlers.text import CleanSteps
+from crawlers.text import CleanSteps, clean_line, clean_text
 
 
 @dataclass
@@ -64,3 +64,17 @@ class ArticleItem:
     @focus_area.setter
     def focus_area(self, value: str) -> None:
         self.title = value
+
+
+def clean_item(item: QAPageItem | ArticleItem, steps: CleanSteps) -> QAPageItem | ArticleItem:
+    """Clean the item's fields in place, dropping pairs left empty; ``CleanPipeline`` decides
+    what an empty item means."""
+    item.focus_area = clean_line(item.focus_area, steps)
+    item.text = clean_text(item.text, steps)
+    pairs = [QAPairItem(clean_line(qa.question, steps), clean_text(qa.answer, steps),
+                        qa.qtype or None, qa.focus_area and clean_line(qa.focus_area, steps))
+             for qa in item.qa_pairs]
+    item.qa_pairs = [qa for qa in pairs if qa.question and qa.answer]
+    # What was computed from the text before is stale now.
+    item.cleaned_with, item.content_hash, item.signature = steps, None, None
+    return item

@@ -12,18 +12,18 @@ hashes and signature it finds, and both do the work themselves for items without
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin
-
-from scrapy.settings import BaseSettings
-from scrapy.utils.conf import build_component_list
 
 from crawlers.article_extract import extract_article
 from crawlers.extract import extract_page
-from crawlers.items import ArticleItem, QAPageItem, QAPairItem
+from crawlers.items import ArticleItem, QAPageItem, QAPairItem, clean_item
 from crawlers.near_duplicates import signature
-from crawlers.pipelines import CleanPipeline, DeduplicatePipeline, clean_item
 from crawlers.text import CleanSteps
-from registry.article_store import article_content_hash, qa_content_hash
+from registry.content_hash import article_content_hash, qa_content_hash
+
+if TYPE_CHECKING:
+    from scrapy.settings import BaseSettings
 
 Item = QAPageItem | ArticleItem
 
@@ -42,6 +42,13 @@ class Ahead:
 
     @classmethod
     def from_settings(cls, settings: BaseSettings) -> Ahead:
+        # Imported here, not above: a worker process imports this module to run the functions
+        # below, and Scrapy and the store (SQLAlchemy) took it over a second of a core to load,
+        # a second the crawl's own server and writer wait for at the start of every crawl.
+        from scrapy.utils.conf import build_component_list
+
+        from crawlers.pipelines import CleanPipeline, DeduplicatePipeline
+
         enabled = {_path(c) for c in build_component_list(settings.getwithbase("ITEM_PIPELINES"))}
         clean_on = _path(CleanPipeline) in enabled
         near_on = (_path(DeduplicatePipeline) in enabled

@@ -25,10 +25,10 @@ from w3lib.url import canonicalize_url
 
 from core import jobs
 from core.settings import get_settings
-from crawlers.items import ArticleItem, QAPageItem, QAPairItem
+from crawlers.items import ArticleItem, QAPageItem, clean_item
 from crawlers.near_duplicates import NearDuplicateIndex
 from crawlers.offload import Offload
-from crawlers.text import DEFAULT_STEPS, CleanSteps, clean_line, clean_text
+from crawlers.text import DEFAULT_STEPS, CleanSteps
 from registry.article_store import (
     ArticleRecord,
     QARecord,
@@ -98,20 +98,6 @@ class CleanPipeline:
         if not item.qa_pairs:
             raise DropItem(f"no question with an answer: {item.url}")
         return item
-
-
-def clean_item(item: Item, steps: CleanSteps) -> Item:
-    """Clean the item's fields in place, dropping pairs left empty; ``CleanPipeline`` decides
-    what an empty item means."""
-    item.focus_area = clean_line(item.focus_area, steps)
-    item.text = clean_text(item.text, steps)
-    pairs = [QAPairItem(clean_line(qa.question, steps), clean_text(qa.answer, steps),
-                        qa.qtype or None, qa.focus_area and clean_line(qa.focus_area, steps))
-             for qa in item.qa_pairs]
-    item.qa_pairs = [qa for qa in pairs if qa.question and qa.answer]
-    # What was computed from the text before is stale now.
-    item.cleaned_with, item.content_hash, item.signature = steps, None, None
-    return item
 
 
 class ValidatePipeline:

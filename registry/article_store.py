@@ -6,7 +6,6 @@ page twice changes nothing: a re-crawl updates changed pages and leaves unchange
 
 from __future__ import annotations
 
-import hashlib
 import random
 import time
 from collections import Counter
@@ -20,6 +19,7 @@ from sqlalchemy import delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from registry.content_hash import article_content_hash, qa_content_hash
 from registry.db import ensure_schema, session_scope
 from registry.errors import StoreError
 from registry.models import Article, CrawlRun, CrawlStatus, DatasetMember, QAPair, Source, utcnow
@@ -78,23 +78,6 @@ class CrawlRunSummary:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     qa_pairs: int = 0
-
-
-def _sha256(*parts: str) -> str:
-    return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
-
-
-def _norm(text: str) -> str:
-    return " ".join(text.split())
-
-
-def qa_content_hash(question: str, answer: str) -> str:
-    """The key of a QA pair: sha256 of the whitespace-normalized question and answer."""
-    return _sha256(_norm(question), _norm(answer))
-
-
-def article_content_hash(title: str, text: str) -> str:
-    return _sha256(_norm(title), _norm(text))
 
 
 def _source_for(session: Session, url: str) -> Source:

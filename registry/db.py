@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -104,10 +105,16 @@ def downgrade(url: str | None = None, revision: str = "base") -> None:
 
 
 def current_revision(url: str | None = None) -> str | None:
-    from alembic.runtime.migration import MigrationContext
+    """The store's migration revision, None before the first ``db upgrade``.
 
+    Read with one query, not through alembic's MigrationContext: importing alembic took a
+    third of a second, which every command and every crawl's opening paid (``ensure_schema``).
+    """
     with get_engine(url).connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        versions = sorted(conn.execute(text("SELECT version_num FROM alembic_version")).scalars())
+    return " ".join(versions) or None  # several rows: branches, which this store never has
 
 
 def ensure_schema(url: str | None = None) -> None:
@@ -126,9 +133,38 @@ def ensure_schema(url: str | None = None) -> None:
         )
 
 
+# A migration file's header lines, as alembic's template writes them.
+_REVISION_LINE = re.compile(
+    r"^(?P<key>revision|down_revision)\s*(?::[^=\n]*)?=\s*(?P<value>None|'[^']*'|\"[^\"]*\")\s*$",
+    re.MULTILINE)
+
+
 @lru_cache(maxsize=1)
 def head_revision() -> str | None:
-    """The newest migration this code ships."""
+    """The newest migration this code ships.
+
+    Read from the migration files' ``revision`` and ``down_revision`` lines (see
+    ``current_revision`` for why not through alembic). A history that is not one straight
+    line, or a file written some other way, is left to alembic.
+    """
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in sorted((ALEMBIC_DIR / "versions").glob("*.py")):
+        found = {m["key"]: m["value"] for m in _REVISION_LINE.finditer(path.read_text())}
+        if set(found) != {"revision", "down_revision"} or found["revision"] == "None":
+            return alembic_head()
+        revisions.add(found["revision"][1:-1])
+        if found["down_revision"] != "None":
+            parents.add(found["down_revision"][1:-1])
+    heads = revisions - parents
+    if len(heads) != 1 or not parents <= revisions:
+        return alembic_head()
+    return heads.pop()
+
+
+def alembic_head() -> str | None:
+    """The head as alembic computes it (slower to import; ``head_revision`` is checked
+    against it in the tests)."""
     from alembic.script import ScriptDirectory
 
     return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()

@@ -45,6 +45,22 @@ def test_downgrade_to_base_and_upgrade_again(store_url: str) -> None:
     assert EXPECTED_TABLES <= set(inspect(db.get_engine(store_url)).get_table_names())
 
 
+def test_revisions_read_without_alembic_agree_with_alembic(store_url: str) -> None:
+    from alembic.runtime.migration import MigrationContext
+
+    # Every migration step, not just the head: a store one migration behind must be seen so.
+    steps = [None, "9f605f656ca9", "5c1e2f0a7b31", db.alembic_head()]
+    db.downgrade(store_url, "base")
+    for step in steps:
+        if step is not None:
+            db.upgrade(store_url, step)
+        with db.get_engine(store_url).connect() as conn:
+            assert db.current_revision(store_url) == \
+                MigrationContext.configure(conn).get_current_revision()
+    assert db.head_revision() == db.alembic_head() == steps[-1]
+    db.ensure_schema(store_url)  # at the head: no error
+
+
 def test_canonical_url_is_unique(store_url: str) -> None:
     with pytest.raises(IntegrityError):
         with db.session_scope(store_url) as s:
