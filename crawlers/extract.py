@@ -85,9 +85,27 @@ def _inside_block(element, region) -> bool:
 
 
 def _blocks(region) -> list:
-    """Top-level blocks in document order: a heading, paragraph or list not inside another block."""
-    return [el for el in region.iter() if isinstance(el.tag, str) and el.tag in BLOCK_TAGS
-            and not _inside_block(el, region)]
+    """Top-level blocks in document order: a heading, paragraph or list not inside another block
+    (nor inside a list item)."""
+    if region.tag in BLOCK_TAGS:
+        return [] if _inside_block(region, region) else [region]
+    found: list = []
+    # One walk that stops at each block and list item: checking every element's ancestors
+    # was most of a page's extraction.
+    stack = [iter(region)]
+    while stack:
+        for element in stack[-1]:
+            tag = element.tag
+            if not isinstance(tag, str) or tag == "li":
+                continue
+            if tag in BLOCK_TAGS:
+                found.append(element)
+            else:
+                stack.append(iter(element))
+                break
+        else:
+            stack.pop()
+    return found
 
 
 def _block_value(element) -> str | list[str]:
