@@ -408,6 +408,7 @@ class ChatEngine:
                                                            adapter_name=name)
                     self._decoding.model = self.model
                 self.model.eval()
+                self._rows.forget()
                 self._mode = _UNKNOWN  # new LoRA layers start enabled, whatever the others
                 self._peft_names[label] = name
                 if not self.is_diffusion:
@@ -423,6 +424,7 @@ class ChatEngine:
                 break
             name = self._peft_names.pop(label)
             self.model.delete_adapter(name)
+            self._rows.forget()
             self._plain.discard(name)
             self._unroutable.discard(name)
             self._mode = _UNKNOWN

@@ -57,6 +57,30 @@ def test_mixed_and_single_rows_equal_peft_and_leave_peft_alone_when_cleared(two_
     assert torch.equal(_logits(model, ids), peft_a)
 
 
+def test_one_row_decodes_peft_tokens_and_logits_to_float_rounding(two_adapters):
+    model = two_adapters
+    prompt = torch.randint(0, 64, (1, 5), generator=torch.Generator().manual_seed(2))
+    model.set_adapter("one")
+    with torch.inference_mode():
+        peft = model.generate(input_ids=prompt, do_sample=False, max_new_tokens=12,
+                              min_new_tokens=12, output_logits=True, return_dict_in_generate=True)
+    rows = RowAdapters()
+    install(model, rows)
+    rows.set(["one"])
+    with torch.inference_mode():
+        ours = model.generate(input_ids=prompt, do_sample=False, max_new_tokens=12,
+                              min_new_tokens=12, output_logits=True, return_dict_in_generate=True)
+    assert torch.equal(ours.sequences, peft.sequences)
+    # Every step after the prompt's decodes one row: the matrix-vector path.
+    for step, (a, b) in enumerate(zip(ours.logits, peft.logits, strict=True)):
+        assert torch.allclose(a, b, rtol=0, atol=1e-5), (step, (a - b).abs().max())
+    with torch.inference_mode():  # and it is the adapter's own output, not the base's
+        rows.set([BASE])
+        base = model.generate(input_ids=prompt, do_sample=False, max_new_tokens=12,
+                              min_new_tokens=12, output_logits=True, return_dict_in_generate=True)
+    assert (base.logits[-1] - peft.logits[-1]).abs().max() > 1e-2
+
+
 def test_adapters_outside_linear_layers_are_told_apart(two_adapters):
     model = two_adapters
     model.add_adapter("emb", LoraConfig(r=2, target_modules=["embed_tokens", "q_proj"]))
