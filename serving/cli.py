@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from serving.engine import DEFAULT_MAX_ADAPTERS, DEFAULT_MAX_BATCH, ChatEngine
+from serving.limits import DEFAULT_MAX_ADAPTERS, DEFAULT_MAX_BATCH
 
 
 class EngineKind(str, enum.Enum):
@@ -44,6 +44,10 @@ def serve_command(
 ) -> None:
     """Serve the base and its adapters through an OpenAI-compatible API (/v1/models,
     /v1/chat/completions with streaming, /v1/completions)."""
+    # Imported here, not above: the engine pulls in torch, which `loraforge --help` and every
+    # other command would otherwise wait for.
+    from serving.engine import ChatEngine
+
     if engine is EngineKind.vllm:
         from serving.vllm import vllm_plan
 

@@ -18,25 +18,20 @@ from pathlib import Path
 from typing import Any
 
 from core.device import resolve_device
-from core.errors import LoraForgeError
 from core.settings import get_settings
 from registry.adapter_files import AdapterFileError, check_adapter_dir, not_plain_lora
 from registry.adapters import AdapterRecord, list_adapters
 from registry.bases import list_bases
 from registry.db import ensure_schema
 from serving.batching import BatchScheduler, ChatRequest, ReplyStream
+from serving.errors import ChatError
+from serving.limits import DEFAULT_MAX_ADAPTERS, DEFAULT_MAX_BATCH
 from serving.row_adapters import BASE, RowAdapters, in_linear_layers_only, install
 
 BASE_ONLY = "base model only"
-DEFAULT_MAX_ADAPTERS = 8
-DEFAULT_MAX_BATCH = 16
 _UNKNOWN = "?"  # no PEFT adapter name contains it
 
 logger = logging.getLogger(__name__)
-
-
-class ChatError(LoraForgeError):
-    """A chat request cannot be served: unknown adapter, unsafe weights, missing base model."""
 
 
 def _resolve_base(name: str | None) -> tuple[str, str, str]:

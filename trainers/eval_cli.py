@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -11,7 +11,10 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from core import jobs
-from trainers.evaluation import EvalConfig, EvalPlan
+from trainers.eval_config import EvalConfig
+
+if TYPE_CHECKING:
+    from trainers.evaluation import EvalPlan
 
 console = Console()
 _DEFAULTS = EvalConfig()

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-import gradio as gr
+from typing import TYPE_CHECKING
+
 import typer
 
-from serving.engine import ChatEngine, ChatError
-from ui.app import create_ui
-from ui.i18n import I18N
+from serving.errors import ChatError
+from serving.limits import DEFAULT_MAX_ADAPTERS
+
+if TYPE_CHECKING:  # gradio and the engine (torch) load when the app starts, not for --help
+    import gradio as gr
+
+    from serving.engine import ChatEngine
 
 
 def _parse_auth(auth: str | None) -> tuple[str, str] | None:
@@ -29,6 +34,10 @@ def launch(
     base: str | None = None,
 ) -> tuple[gr.Blocks, str]:
     """Build and start the app; returns it with its local URL (after Ctrl-C when ``block``)."""
+    from serving.engine import ChatEngine
+    from ui.app import create_ui
+    from ui.i18n import I18N
+
     credentials = _parse_auth(auth)
     engine = engine or ChatEngine(base=base)
     app = create_ui(engine)
@@ -77,7 +86,8 @@ def ui_command(
         False, "--load-4bit", help="Load the base in 4-bit (bitsandbytes NF4; CUDA only)."
     ),
     max_adapters: int = typer.Option(
-        8, help="Adapters kept attached at once; the least recently used is dropped first."
+        DEFAULT_MAX_ADAPTERS,
+        help="Adapters kept attached at once; the least recently used is dropped first.",
     ),
     diffusion_block_length: int = typer.Option(
         32, help="Masked-diffusion bases only: the sampler fills the answer in blocks of this "
@@ -88,6 +98,8 @@ def ui_command(
     _parse_auth(auth)  # fail on a malformed --auth before the model loads
     if diffusion_block_length < 1:
         raise ChatError("--diffusion-block-length must be at least 1")
+    from serving.engine import ChatEngine
+
     engine = ChatEngine(base=base, load_in_4bit=load_4bit, max_adapters=max_adapters,
                         diffusion_block_length=diffusion_block_length)
     typer.echo(f"Loading base model {engine.base_name!r} on {engine.device}…")
