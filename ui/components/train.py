@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ from ui.components.common import user_errors
 from ui.i18n import I18N
 
 EMPTY_CURVE = pd.DataFrame({"step": [], "loss": []})
+UPDATE_SECONDS = 0.2  # the shortest time between two updates of a training's page
 
 
 @dataclass
@@ -90,12 +92,19 @@ def follow_training(argv: list[str], progress: gr.Progress,
 
 def _follow(job: Job, points: list[dict], progress: gr.Progress) -> Iterator[TrainOutputs]:
     update: JobUpdate | None = None
+    shown = 0.0
     for update in job.updates():
         event = update.progress
         if event and (not points or points[-1] != event):
             points.append(event)
-            progress((event["step"], event["total"]), desc=progress_text(event), unit="steps")
-        if update.result is None:
+        # A fast training logs a line per step. Sending the page the log, the curve and the
+        # progress bar for each one made it fall seconds behind the job (Cancel then landed
+        # after the run had finished), so the page gets the newest state a few times a second.
+        if update.result is None and time.monotonic() - shown >= UPDATE_SECONDS:
+            shown = time.monotonic()
+            if event:
+                progress((event["step"], event["total"]), desc=progress_text(event),
+                         unit="steps")
             yield update.log, _curve(points), progress_text(event), "", ""
     assert update is not None and update.result is not None
     result = update.result
