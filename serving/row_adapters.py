@@ -15,11 +15,10 @@ single row on one adapter (one user's decode step) takes two matrix-vector produ
 layer cost 35-44 us each time on a 2-core CPU, against 10-16 us, and a decode step runs
 every LoRA layer once (210 of them for SmolLM2 with all-linear adapters): 0.83-0.87 of the
 base's decode speed became 0.89-0.90 (``benchmarks/ui_latency.py``). That sum is rounded
-differently, so
-it equals PEFT's to float rounding, not bit for bit (``tests/serving/test_row_adapters.py``
-checks the logits and the greedy tokens). Dropout is left out: it is the identity in eval
-mode, and the engine never trains. DoRA and other LoRA variants are not handled; the engine
-batches them apart through PEFT (``RowAdapters.clear``).
+differently, so it equals PEFT's to float rounding, not bit for bit
+(``tests/serving/test_row_adapters.py`` checks the logits and the greedy tokens). Dropout is
+left out: it is the identity in eval mode, and the engine never trains. DoRA and other LoRA
+variants are not handled; the engine batches them apart through PEFT (``RowAdapters.clear``).
 """
 
 from __future__ import annotations
