@@ -34,6 +34,19 @@ def test_help_lists_every_command_group(tmp_path: Path) -> None:
     assert listed_commands(result.stdout) == {*GROUPS, "eval", "demo-site", "serve"}
 
 
+def test_the_cli_loads_without_the_heavy_libraries(tmp_path: Path) -> None:
+    # `loraforge --help`, `db`, `crawl`, `adapters list` took 17 s of a core while the CLI
+    # imported torch, transformers, peft and gradio for the commands that need them; they load
+    # in those commands now. This keeps a new import at the top of a CLI module from undoing it.
+    heavy = ("torch", "transformers", "peft", "trl", "gradio", "sentence_transformers")
+    probe = f"import sys, loraforge.cli; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    env = {**os.environ, "LORAFORGE_HOME": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
 def test_db_upgrade_creates_a_fresh_sqlite_store(tmp_path: Path) -> None:
     result = run_cli("db", "upgrade", home=tmp_path)
     assert result.returncode == 0, result.stderr
