@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import warnings
 from typing import NoReturn
@@ -88,6 +89,11 @@ def run() -> None:
     # bitsandbytes tries to fetch an optional CPU kernel from the Hub on import and warns when
     # it can't; its built-in fallback is what we use, so the warning is only noise.
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    # Ctrl-C and a job's Cancel (core.jobs sends SIGINT) must stop a command, which then saves
+    # what it can. A process started in the background by a non-interactive shell (a CI script,
+    # `loraforge ui &`) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt:
+    # a cancelled training ran on to its end and was recorded as succeeded.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         code = app(standalone_mode=False)
     except typer.Abort:

@@ -47,6 +47,27 @@ def test_the_cli_loads_without_the_heavy_libraries(tmp_path: Path) -> None:
     assert result.stdout.strip() == "[]"
 
 
+def test_ctrl_c_stops_a_command_started_with_sigint_ignored(tmp_path: Path) -> None:
+    # A CI script's background job (or `loraforge ui &`) starts with SIGINT ignored; a job's
+    # Cancel is SIGINT, and a training that ignored it ran on and was recorded as succeeded.
+    import signal
+
+    env = {**os.environ, "LORAFORGE_HOME": str(tmp_path), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loraforge", "demo-site", "serve", "--port", "0"], cwd=REPO_ROOT,
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))  # noqa: PLW1509
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert "demo site at http://127.0.0.1:" in first, first
+        proc.send_signal(signal.SIGINT)
+        rest = proc.communicate(timeout=30)[0]
+    finally:
+        proc.kill()
+    assert "stopped" in rest, rest
+
+
 def test_db_upgrade_creates_a_fresh_sqlite_store(tmp_path: Path) -> None:
     result = run_cli("db", "upgrade", home=tmp_path)
     assert result.returncode == 0, result.stderr
