@@ -62,10 +62,14 @@ def test_ctrl_c_stops_a_command_started_with_sigint_ignored(tmp_path: Path) -> N
         first = proc.stdout.readline()
         assert "demo site at http://127.0.0.1:" in first, first
         proc.send_signal(signal.SIGINT)
-        rest = proc.communicate(timeout=30)[0]
+        rest = proc.communicate(timeout=30)[0]  # ignored, it would serve on: TimeoutExpired
     finally:
         proc.kill()
-    assert "stopped" in rest, rest
+    # "stopped" and 0 when the signal lands in the serving loop; 130 ("interrupted") when it
+    # lands a moment earlier, between the first line and the loop.
+    outcome = (proc.returncode, "stopped" in rest)
+    assert outcome in ((0, True), (130, False)), (proc.returncode, rest)
+    assert "Traceback" not in rest
 
 
 def test_db_upgrade_creates_a_fresh_sqlite_store(tmp_path: Path) -> None:
