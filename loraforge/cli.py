@@ -91,8 +91,8 @@ def run() -> None:
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     # Ctrl-C and a job's Cancel (core.jobs sends SIGINT) must stop a command, which then saves
     # what it can. A process started in the background by a non-interactive shell (a CI script,
-    # `loraforge ui &`) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt:
-    # a cancelled training ran on to its end and was recorded as succeeded.
+    # `loraforge ui &`) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt,
+    # so a cancelled training would run on to its end (tests/test_cli.py shows the ignoring).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         code = app(standalone_mode=False)

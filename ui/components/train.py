@@ -97,9 +97,9 @@ def _follow(job: Job, points: list[dict], progress: gr.Progress) -> Iterator[Tra
         event = update.progress
         if event and (not points or points[-1] != event):
             points.append(event)
-        # A fast training logs a line per step. Sending the page the log, the curve and the
-        # progress bar for each one made it fall seconds behind the job (Cancel then landed
-        # after the run had finished), so the page gets the newest state a few times a second.
+        # A fast training logs a line per step, and sending the page the log, the curve and
+        # the progress bar for each one is work no reader can follow: the page gets the newest
+        # state a few times a second instead.
         if update.result is None and time.monotonic() - shown >= UPDATE_SECONDS:
             shown = time.monotonic()
             if event:
