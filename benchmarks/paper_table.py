@@ -83,7 +83,8 @@ def train_config(method: str, args: argparse.Namespace):
 
     backend = get_backend(method)
     fields = {"learning_rate": args.lr, "batch_size": args.batch_size,
-              "max_length": args.seq_len, "gradient_checkpointing": args.gradient_checkpointing}
+              "max_length": args.seq_len, "gradient_checkpointing": args.gradient_checkpointing,
+              "low_memory": args.low_memory}
     if method != "full":
         fields.update(rank=args.rank, alpha=args.alpha, dropout=args.dropout,
                       target_modules=args.target_modules.split(","))
@@ -199,6 +200,10 @@ def measure(method: str, model_dir: Path, device: str, args: argparse.Namespace)
 
         check_4bit_runs(device)
     on_gpu = device.startswith("cuda")
+    if cfg.low_memory:  # as the trainer does first thing
+        from trainers.backends.sft import lower_memory
+
+        lower_memory(device)
     baseline = _memory(device, peak=False)  # after imports, before the model
     model = backend.load_model(str(model_dir), cfg, device)
     if not args.full_logits:
@@ -211,7 +216,7 @@ def measure(method: str, model_dir: Path, device: str, args: argparse.Namespace)
         model.to(device)  # as the Trainer does before training
     elif not on_gpu:
         _own_memory(model)
-    if args.gradient_checkpointing:
+    if cfg.gradient_checkpointing:  # --low-memory turns it on too
         model.gradient_checkpointing_enable()
     model.train()  # from_pretrained returns eval mode: no dropout, and QLoRA's CPU repack trap
     loaded = _memory(device, peak=False) - baseline
@@ -457,6 +462,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=2e-4, help="AdamW learning rate.")
     p.add_argument("--gradient-checkpointing", action="store_true",
                    help="Recompute activations in backward (off, like loraforge train).")
+    p.add_argument("--low-memory", action="store_true",
+                   help="As loraforge train --low-memory: gradient checkpointing, freed memory "
+                        "returned to the OS at once, small LM-head tiles on CPU.")
     p.add_argument("--full-logits", action="store_true",
                    help="Take the loss from the whole logits (transformers' own loss) instead of "
                         "TRL's fused LM head, which loraforge train uses.")
@@ -579,7 +587,7 @@ def _emit(table: str, summary: dict, args: argparse.Namespace) -> None:
 
 def _setup(args: argparse.Namespace) -> dict:
     keys = ("layers", "seq_len", "batch_size", "grad_accum", "steps", "warmup", "rank", "alpha",
-            "dropout", "target_modules", "lr", "gradient_checkpointing", "full_logits",
+            "dropout", "target_modules", "lr", "gradient_checkpointing", "low_memory", "full_logits",
             "device")
     return {k: getattr(args, k) for k in keys}
 

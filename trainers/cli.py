@@ -201,6 +201,9 @@ def train(
     batch_size: int | None = typer.Option(None, "--batch-size", help=_help("batch_size")),
     max_length: int | None = typer.Option(None, "--max-length", help=_help("max_length")),
     eval_steps: int | None = typer.Option(None, "--eval-steps", help=_help("eval_steps")),
+    low_memory: bool = typer.Option(
+        False, "--low-memory",
+        help=LoraTrainConfig.__dataclass_fields__["low_memory"].metadata["help"]),
 ) -> None:
     """Train an adapter, register it as NAME:vN and print its metrics."""
     if ctx.invoked_subcommand is not None:
@@ -213,6 +216,8 @@ def train(
              "epochs": epochs, "batch_size": batch_size, "max_length": max_length,
              "eval_steps": eval_steps}
     overrides.update({k: v for k, v in given.items() if v is not None})
+    if low_memory:  # off leaves a recipe's or --set's choice alone
+        overrides["low_memory"] = True
     adapter_id = run_training(
         method=method or plan.get("method", "lora"), base=base or plan.get("base", "tiny"),
         snapshot=dataset or plan.get("dataset"), adapter_name=name or plan.get("name"),

@@ -50,6 +50,13 @@ class TrainConfig:
         metadata={"help": "Recompute activations to save memory; ~30% slower on CPU, worth it "
                           "on big models."},
     )
+    low_memory: bool = field(
+        default=False,
+        metadata={"help": "Lower the peak memory at some cost in speed: gradient checkpointing, "
+                          "memory freed during a step goes back to the OS at once (Linux, "
+                          "glibc), and on CPU the LM head is scored in small tiles. On SmolLM2 "
+                          "with LoRA on CPU: half the peak, about 25% slower per step."},
+    )
     eval_steps: int | None = field(
         default=None,
         metadata={"help": "Evaluate on the test split every N steps [default: only at the end]."},
@@ -78,6 +85,8 @@ class TrainConfig:
     seed: int = field(default=0, metadata={"help": "Seed for the adapter init and data order."})
 
     def __post_init__(self) -> None:
+        if self.low_memory:  # recorded as what ran
+            self.gradient_checkpointing = True
         _check([
             (self.learning_rate > 0, f"learning rate must be positive, got {self.learning_rate}"),
             (self.epochs > 0, f"epochs must be positive, got {self.epochs}"),

@@ -131,9 +131,11 @@ def _wait_for(path_glob: str, root: Path, deadline_s: float, proc: subprocess.Po
 
 @pytest.mark.slow
 def test_a_run_killed_mid_training_resumes_and_finishes(trained_store):
+    """Under --low-memory, so that its checkpointed activations and returned memory are
+    exercised through a whole run and a resume too."""
     env = {**os.environ, "LORAFORGE_HOME": str(trained_store.home)}
     env.pop("LORAFORGE_DATABASE_URL", None)
-    command = [sys.executable, "-m", "loraforge", "train", "--name", "resumed",
+    command = [sys.executable, "-m", "loraforge", "train", "--name", "resumed", "--low-memory",
                "--max-steps", "24", "--max-length", "64", "--batch-size", "2",
                "--set", "save_steps=4", "--set", "logging_steps=2",
                "--set", "generate_examples=1", "--set", "progress_bar=false"]
@@ -151,6 +153,7 @@ def test_a_run_killed_mid_training_resumes_and_finishes(trained_store):
     assert resumed.returncode == 0, resumed.stderr
     run = next(r for r in list_runs() if r.id == killed.id)
     assert run.status == "succeeded"
+    assert run.config["low_memory"] and run.config["gradient_checkpointing"]
     assert run.metrics["steps"] == 24 and run.metrics["resumed_from_step"] >= 8
     assert run.loss_curve[0]["step"] == 2 and run.loss_curve[-1]["step"] == 24
     adapter = get_adapter("resumed")
