@@ -587,8 +587,8 @@ def _emit(table: str, summary: dict, args: argparse.Namespace) -> None:
 
 def _setup(args: argparse.Namespace) -> dict:
     keys = ("layers", "seq_len", "batch_size", "grad_accum", "steps", "warmup", "rank", "alpha",
-            "dropout", "target_modules", "lr", "gradient_checkpointing", "low_memory", "full_logits",
-            "device")
+            "dropout", "target_modules", "lr", "gradient_checkpointing", "low_memory",
+            "full_logits", "device")
     return {k: getattr(args, k) for k in keys}
 
 
