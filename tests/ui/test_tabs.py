@@ -92,8 +92,9 @@ def test_training_from_the_train_tab_adds_an_adapter_to_the_picker(client: Clien
     assert log.endswith("✓ done: ui-snap"), log
     # Two users start a training at once; each sees its own run and adapter, as the jobs'
     # result events name them (not "the newest run", which one of them would get wrong).
-    jobs = [client.submit("lora", "tiny-chat", "ui-snap", rank, 3e-3, 5, api_name="/train")
-            for rank in (4, 2)]
+    # The second ticks "Low memory"; the first leaves it out, as clients older than it do.
+    jobs = [client.submit("lora", "tiny-chat", "ui-snap", 4, 3e-3, 5, api_name="/train"),
+            client.submit("lora", "tiny-chat", "ui-snap", 2, 3e-3, 5, True, api_name="/train")]
     results = [job.result() for job in jobs]
     labels = []
     for (log, curve, progress, result, done), rank in zip(results, (4, 2), strict=True):
@@ -103,6 +104,7 @@ def test_training_from_the_train_tab_adds_an_adapter_to_the_picker(client: Clien
         run = get_run(int(run_id.rstrip(")")))
         adapter = get_adapter(label)
         assert adapter.training_run_id == run.id and run.config["rank"] == rank
+        assert run.config["low_memory"] is (rank == 2) is run.config["gradient_checkpointing"]
         # 5 steps: the trainer records the loss every 5 steps by default.
         assert [row[0] for row in curve["data"]] == [5]
         assert curve["data"][0][1] == pytest.approx(run.loss_curve[0]["loss"])
@@ -118,6 +120,8 @@ def test_training_from_the_train_tab_adds_an_adapter_to_the_picker(client: Clien
 def test_train_argv_passes_a_rank_only_to_methods_that_have_one():
     assert "--rank" in train_argv("lora", "tiny", "snap", 8, 0.003, 20)
     assert "--rank" not in train_argv("full", "tiny", "snap", 8, 0.003, 20)
+    assert "--low-memory" in train_argv("lora", "tiny", "snap", 8, 0.003, 20, True)
+    assert "--low-memory" not in train_argv("lora", "tiny", "snap", 8, 0.003, 20)
 
 
 @pytest.mark.slow

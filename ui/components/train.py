@@ -37,7 +37,7 @@ def _methods() -> list[str]:
 
 
 def train_argv(method: str, base: str, dataset: str | None, rank: float, lr: float,
-               max_steps: float) -> list[str]:
+               max_steps: float, low_memory: bool = False) -> list[str]:
     """The ``loraforge train`` argv for the form; its values are checked by the method's own
     config dataclass (the limits and messages the CLI has), before any process starts."""
     from trainers.discovery import get_backend, method_has_rank
@@ -56,6 +56,8 @@ def train_argv(method: str, base: str, dataset: str | None, rank: float, lr: flo
         argv += ["--rank", str(int(rank))]
     if dataset:
         argv += ["--dataset", dataset]
+    if low_memory:
+        argv.append("--low-memory")
     return loraforge_argv(*argv)
 
 
@@ -122,12 +124,13 @@ def _follow(job: Job, points: list[dict], progress: gr.Progress) -> Iterator[Tra
 
 
 def run_training(method: str, base: str, dataset: str | None, rank: float, lr: float,
-                 max_steps: float, request: gr.Request,
+                 max_steps: float, request: gr.Request, low_memory: bool = False,
                  progress: gr.Progress = gr.Progress()  # noqa: B008
                  ) -> Iterator[TrainOutputs]:
-    """Api ``/train``: (log, loss curve, progress line, result, done flag)."""
-    yield from follow_training(train_argv(method, base, dataset, rank, lr, max_steps), progress,
-                               getattr(request, "session_hash", None))
+    """Api ``/train``: (log, loss curve, progress line, result, done flag). ``low_memory``
+    has a default, so API clients written before it existed keep working."""
+    argv = train_argv(method, base, dataset, rank, lr, max_steps, low_memory)
+    yield from follow_training(argv, progress, getattr(request, "session_hash", None))
 
 
 def resume_training(request: gr.Request, progress: gr.Progress = gr.Progress()  # noqa: B008
@@ -169,6 +172,7 @@ def build_train_tab() -> TrainTab:
             rank = gr.Number(8, label=I18N("rank"), precision=0, minimum=1)
             lr = gr.Number(3e-3, label=I18N("lr"), minimum=0)
             max_steps = gr.Number(30, label=I18N("steps"), precision=0, minimum=1)
+            low_memory = gr.Checkbox(False, label=I18N("low_memory"))
         with gr.Row():
             refresh = gr.Button(I18N("refresh"), size="sm")
             start = gr.Button(I18N("start_training"), variant="primary")
@@ -185,7 +189,7 @@ def build_train_tab() -> TrainTab:
     outputs = [log, curve, status, result, done]
     refresh.click(form_choices, outputs=[base, dataset], api_name="train_choices", queue=False)
     # Two users may train at once; each job reports its own result, so neither sees the other's.
-    start.click(run_training, inputs=[method, base, dataset, rank, lr, max_steps],
+    start.click(run_training, inputs=[method, base, dataset, rank, lr, max_steps, low_memory],
                 outputs=outputs, api_name="train", concurrency_limit=2,
                 concurrency_id="train")
     resume.click(resume_training, outputs=outputs, api_name="resume_training",
