@@ -1,11 +1,19 @@
-"""Near-duplicate detection: recall just above the threshold, nothing below it, and the same
-signature in a page worker as in the crawl."""
+"""Near-duplicate detection: recall just above the threshold, nothing below it, the same
+signature in a page worker as in the crawl, and datasketch's own banding."""
 
 from __future__ import annotations
 
 import random
 
-from crawlers.near_duplicates import NearDuplicateIndex, shingle_hashes, signature
+import pytest
+
+from crawlers.near_duplicates import (
+    LSH_WEIGHTS,
+    NearDuplicateIndex,
+    lsh_bands,
+    shingle_hashes,
+    signature,
+)
 from crawlers.offload import Offload
 
 WORDS = [f"w{i}" for i in range(5000)]
@@ -47,3 +55,14 @@ def test_a_worker_process_computes_the_signature_the_crawl_computes() -> None:
     finally:
         writer.close()
     assert (remote == signature(text)).all()
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.8, 0.85, 0.9, 0.95])
+@pytest.mark.parametrize("weights", [LSH_WEIGHTS, (0.5, 0.5)])
+def test_banding_is_the_one_datasketch_chooses(threshold: float, weights) -> None:
+    from datasketch import MinHashLSH  # a test dependency: the reference, not the crawl's code
+
+    lsh = MinHashLSH(threshold=threshold, num_perm=128, weights=weights)
+    assert lsh_bands(threshold, 128, weights) == (lsh.b, lsh.r)
+    index = NearDuplicateIndex(threshold)
+    assert (index.bands, index.rows) == lsh_bands(threshold)
