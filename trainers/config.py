@@ -55,7 +55,7 @@ class TrainConfig:
         metadata={"help": "Lower the peak memory at some cost in speed: gradient checkpointing, "
                           "memory freed during a step goes back to the OS at once (Linux, "
                           "glibc), and on CPU the LM head is scored in small tiles. On SmolLM2 "
-                          "with LoRA on CPU: half the peak, about 25% slower per step."},
+                          "with LoRA on CPU: half the peak; each step takes about 25% longer."},
     )
     eval_steps: int | None = field(
         default=None,
