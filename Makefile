@@ -25,13 +25,11 @@ $(STAMP): pyproject.toml constraints.txt examples/loraforge-ia3/pyproject.toml
 # Two workers, one test file each at a time (module fixtures stay whole), one math thread
 # each: the many child processes' imports and servers' waits overlap on 2 cores, and the two
 # torch workers don't fight over threads. TEST_WORKERS=0 runs everything in one process.
-# The 25 slowest tests are listed at the end: where the suite's time goes. Files are handed
-# out in the order tests/conftest.py gives them (the slowest first), not xdist's own.
+# The 25 slowest tests are listed at the end: where the suite's time goes.
 TEST_WORKERS ?= 2
 test: install
 	$(PY) -m ruff check .
-	OMP_NUM_THREADS=1 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
-	  --durations=25 \
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=25 \
 	  tests examples/loraforge-ia3/tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 

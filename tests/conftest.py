@@ -78,32 +78,3 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch) -> It
     yield url
     db.get_engine(url).dispose()
     reset_caches()
-
-
-# Files whose fixtures and tests take minutes (the slowest in `make test`'s --durations list),
-# slowest first. xdist hands out whole files (--dist loadfile); run first, each of these runs
-# beside the many short files instead of leaving one worker alone with it at the end, which
-# xdist's own order (files with the most tests first) did. Paths are from the repository root.
-SLOW_FILES_FIRST = (
-    "tests/trainers/test_real_base.py",
-    "tests/test_end_to_end.py",
-    "tests/trainers/test_masked_diffusion.py",
-    "tests/trainers/test_launch.py",
-    "tests/trainers/test_train_cli.py",
-    "tests/trainers/test_lora_run.py",
-    "tests/ui/test_tabs.py",
-    "tests/trainers/test_kill_and_rerun.py",
-    "tests/test_concurrent_store.py",
-    "tests/trainers/test_adapter_quality.py",
-    "tests/trainers/test_compare.py",
-    "tests/test_installed_wheel.py",
-)
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    missing = [p for p in SLOW_FILES_FIRST if not (config.rootpath / p).is_file()]
-    if missing:  # a renamed file would silently lose its place
-        raise pytest.UsageError(f"SLOW_FILES_FIRST names missing files: {', '.join(missing)}")
-    rank = {path: i for i, path in enumerate(SLOW_FILES_FIRST)}
-    # A stable sort: within a file, and among the other files, the order stays as collected.
-    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
