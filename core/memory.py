@@ -13,7 +13,6 @@ every fresh allocation: about a quarter slower per step there.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import sys
 
 M_MMAP_THRESHOLD = -3  # mallopt's parameter numbers, from glibc's <malloc.h>
@@ -30,7 +29,7 @@ def return_freed_memory() -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL(None)  # the symbols already loaded, the C library's among them
         mallopt = libc.mallopt
         libc.gnu_get_libc_version  # noqa: B018 -- only glibc has it: musl's mallopt is a no-op
     except (OSError, AttributeError):

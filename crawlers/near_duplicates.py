@@ -61,17 +61,12 @@ def signature(text: str, num_perm: int = NUM_PERM) -> np.ndarray | None:
     return (grams[:, None] * a + b).min(axis=0)
 
 
+@cache
 def lsh_bands(threshold: float, num_perm: int = NUM_PERM,
               weights: tuple[float, float] = LSH_WEIGHTS) -> tuple[int, int]:
     """(bands, rows per band) that minimise the weighted areas of false positives (pages below
     ``threshold`` that share a band) and false negatives (pages above it that share none), as
     datasketch's ``MinHashLSH`` chooses them."""
-    return _lsh_bands(round(threshold, 6), num_perm, weights)
-
-
-@cache
-def _lsh_bands(threshold: float, num_perm: int,
-               weights: tuple[float, float]) -> tuple[int, int]:
     below = np.linspace(0.0, threshold, _GRID)
     above = np.linspace(threshold, 1.0, _GRID)
     best, choice = float("inf"), (0, 0)
