@@ -38,6 +38,10 @@ def serve_command(
     max_adapters: int = typer.Option(
         DEFAULT_MAX_ADAPTERS, min=1, help="Adapters kept attached at once (least recently "
         "used dropped first); also the most distinct adapters in one batch."),
+    merge: bool = typer.Option(
+        True, "--merge/--no-merge", help="While one LoRA adapter serves every running request, "
+        "fold it into the base weights so it decodes as fast as the base; the base's own "
+        "weights are read back from its files when another adapter or the base is asked for."),
     max_loras: int | None = typer.Option(
         None, min=1, help="With --engine vllm: adapters vLLM keeps active at once; default: all "
         "of the base's adapters."),
@@ -62,7 +66,8 @@ def serve_command(
 
     from serving.openai_api import build_app
 
-    chat = ChatEngine(base=base, max_batch=max_batch, max_adapters=max_adapters)
+    chat = ChatEngine(base=base, max_batch=max_batch, max_adapters=max_adapters,
+                      merge_lone_adapter=merge)
     typer.echo(f"Loading base model {chat.base_name!r} on {chat.device}…")
     chat.load()
     models = [chat.base_name, *chat.list_choices()[1:]]

@@ -4,7 +4,11 @@ The base model is loaded once per engine. Adapters are attached with PEFT the fi
 are asked for and stay attached (up to ``max_adapters``, least recently used dropped first);
 switching between them is ``set_adapter``, never a reload. Requests are queued and decoded in
 batches, each row on its own adapter (serving/batching.py); one thread decodes, and one lock
-covers loading, switching and decoding, so no request sees another's adapter.
+covers loading, switching and decoding, so no request sees another's adapter. While one plain
+LoRA adapter serves every running row, it is folded into the base weights until another adapter
+or the base is asked for (serving/merging.py): its rows then equal the unmerged ones to float
+rounding, like the one-row path of serving/row_adapters.py; base rows and mixed batches always
+run on the base's own weights, bit for bit.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from registry.db import ensure_schema
 from serving.batching import BatchScheduler, ChatRequest, ReplyStream
 from serving.errors import ChatError
 from serving.limits import DEFAULT_MAX_ADAPTERS, DEFAULT_MAX_BATCH
+from serving.merging import MERGE_MIN_TOKENS, LoneAdapterMerge, MergeError
 from serving.row_adapters import BASE, RowAdapters, in_linear_layers_only, install
 
 BASE_ONLY = "base model only"
@@ -89,6 +94,7 @@ class ChatEngine:
         diffusion_block_length: int = 32,
         max_batch: int = DEFAULT_MAX_BATCH,
         gather_seconds: float = 0.005,
+        merge_lone_adapter: bool = True,
     ) -> None:
         ensure_schema()
         self.base_name, self.base_path, self.base_kind = _resolve_base(base)
@@ -103,6 +109,9 @@ class ChatEngine:
         if max_batch < 1:
             raise ChatError("max_batch must be at least 1")
         self.load_in_4bit = load_in_4bit
+        # Fold a plain-LoRA adapter into the base weights while it serves every running row
+        # (serving/merging.py); never on a quantized or masked-diffusion base.
+        self.merge_lone_adapter = merge_lone_adapter and not load_in_4bit
         self.max_adapters = max_adapters
         self.max_batch = max_batch
         self.base_loads = 0
@@ -120,6 +129,7 @@ class ChatEngine:
         self._rows = RowAdapters()  # each row's adapter, for plain LoRA (see _route)
         self._plain: set[str] = set()  # PEFT names of attached plain-LoRA adapters
         self._unroutable: set[str] = set()  # attached adapters outside LoRA Linear layers
+        self._merged: LoneAdapterMerge | None = None  # made with the base when merging is on
         # A masked-diffusion sampler takes one prompt at a time.
         self._scheduler = BatchScheduler(self._step,
                                          max_rows=1 if self.is_diffusion else max_batch,
@@ -175,6 +185,11 @@ class ChatEngine:
     def running_rows(self) -> int:
         """Requests being decoded right now."""
         return 0 if self._decoding is None else len(self._decoding.rows)
+
+    @property
+    def merges(self) -> int:
+        """Times an adapter was folded into the base weights for a batch of its own."""
+        return 0 if self._merged is None else self._merged.merges
 
     @property
     def loaded_adapters(self) -> list[str]:
@@ -283,6 +298,7 @@ class ChatEngine:
             ended = self._hand_out(fresh, tokens)
             ended = [i + len(batch.rows) - len(fresh) for i in ended]
         elif batch.rows:
+            self._merge_if_alone(batch)
             ended = self._hand_out(batch.rows, batch.step())
         else:
             return []
@@ -383,6 +399,10 @@ class ChatEngine:
         speed_up_small_batches(model)  # batched decode steps on CPU; a no-op on a GPU
         model.eval()
         self.model, self.tokenizer = model, tokenizer
+        if self.merge_lone_adapter and not self.is_diffusion:
+            from serving.merging import BaseWeights
+
+            self._merged = LoneAdapterMerge(BaseWeights(model, self.base_path))
         self._decoding = DecodeBatch(model, pad_id(tokenizer), self.device, self._route)
         self.base_loads += 1
 
@@ -418,6 +438,8 @@ class ChatEngine:
             if len(self._peft_names) <= self.max_adapters:
                 break
             name = self._peft_names.pop(label)
+            if self._merged is not None and self._merged.name == name:
+                self._restore()
             self.model.delete_adapter(name)
             self._rows.forget()
             self._plain.discard(name)
@@ -432,14 +454,52 @@ class ChatEngine:
         step, no module walk). A batch with a LoRA variant (DoRA: one adapter per batch) goes
         through PEFT's own switching, and so does every batch while an attached adapter has
         layers ``RowAdapters`` does not route (a LoRA embedding, ``modules_to_save``)."""
+        merged = None if self._merged is None else self._merged.name
+        if merged is not None and any(n != merged for n in names):
+            self._restore()
+            merged = None
         if (not self.is_diffusion and not self._unroutable
                 and all(n == BASE or n in self._plain for n in names)):
-            self._rows.set(names, self.device)
+            # Rows on the merged adapter decode through the base weights, which hold it.
+            self._rows.set([BASE] * len(names) if merged else names, self.device)
             return {}
+        self._restore()
         self._rows.clear()
         mixed = len(set(names)) > 1
         self._use(None if mixed else names[0])
         return {"adapter_names": names} if mixed else {}
+
+    def _merge_if_alone(self, batch: Any) -> None:
+        """Fold the batch's adapter into the base weights when it alone serves every row, it
+        is plain LoRA, and some row may still decode long enough to repay the merge."""
+        if self._merged is None or self._merged.name is not None or self._unroutable:
+            return
+        names = set(batch.names)
+        if len(names) != 1:
+            return
+        (name,) = names
+        if name == BASE or name not in self._plain:
+            return
+        if max(r.max_new_tokens - len(r.ids) for r in batch.rows) >= MERGE_MIN_TOKENS:
+            self._merged.merge(self.model, name)
+
+    def _restore(self) -> None:
+        """Unfold a merged adapter: the base's own weights, bit for bit. If they cannot be read
+        back, drop the model so that the next request reloads it cleanly."""
+        if self._merged is None:
+            return
+        try:
+            self._merged.restore()
+        except MergeError as exc:
+            self.model = None
+            self._decoding = None
+            self._merged = None
+            self._peft_names.clear()
+            self._plain.clear()
+            self._unroutable.clear()
+            self._rows.forget()
+            self._mode = _UNKNOWN
+            raise ChatError(str(exc)) from exc
 
     def _use(self, name: str | None) -> None:
         """Make the next forward decode through one adapter, the base alone ("__base__"), or

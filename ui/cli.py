@@ -89,6 +89,10 @@ def ui_command(
         DEFAULT_MAX_ADAPTERS,
         help="Adapters kept attached at once; the least recently used is dropped first.",
     ),
+    merge: bool = typer.Option(
+        True, "--merge/--no-merge", help="While one LoRA adapter serves every running chat, "
+        "fold it into the base weights so it decodes as fast as the base; the base's own "
+        "weights are read back from its files when another adapter or the base is asked for."),
     diffusion_block_length: int = typer.Option(
         32, help="Masked-diffusion bases only: the sampler fills the answer in blocks of this "
         "many tokens, left to right, one token per step (LLaDA's semi-autoregressive mode)."
@@ -101,7 +105,8 @@ def ui_command(
     from serving.engine import ChatEngine
 
     engine = ChatEngine(base=base, load_in_4bit=load_4bit, max_adapters=max_adapters,
-                        diffusion_block_length=diffusion_block_length)
+                        diffusion_block_length=diffusion_block_length,
+                        merge_lone_adapter=merge)
     typer.echo(f"Loading base model {engine.base_name!r} on {engine.device}…")
     engine.load()
     launch(host=host, port=port, auth=auth, share=share, block=True, engine=engine)
