@@ -129,14 +129,19 @@ class BatchScheduler:
     ``step(running, joiners)`` admits the joiners (or, with none, decodes one token for every
     running row), finishes the rows that ended and returns those still running. Whatever it
     raises fails every row it was given, and the thread goes on with the next requests.
-    ``joinable()`` says whether rows may join while others run.
+    ``joinable()`` says whether rows may join while others run. ``on_idle()``, if given, runs
+    once (on this thread) after the queue has been empty with no running rows for
+    ``idle_seconds``: tidying that should not delay a request, nor run between close requests.
     """
 
     def __init__(self, step: Callable[[list[ChatRequest], list[ChatRequest]], list[ChatRequest]],
                  *, max_rows: int, max_adapters: int, gather_seconds: float = 0.005,
-                 joinable: Callable[[], bool] = lambda: True) -> None:
+                 joinable: Callable[[], bool] = lambda: True,
+                 on_idle: Callable[[], None] | None = None, idle_seconds: float = 0.5) -> None:
         self._step = step
         self._joinable = joinable
+        self._on_idle = on_idle
+        self.idle_seconds = idle_seconds
         self.max_rows = max_rows
         self.max_adapters = max_adapters
         self.gather_seconds = gather_seconds
@@ -167,10 +172,25 @@ class BatchScheduler:
 
     def _serve(self) -> None:
         running: list[ChatRequest] = []
+        idle_done = True  # nothing to tidy before the first request
         while True:
             with self._wake:
                 while not self._pending and not running:
-                    self._wake.wait()
+                    timeout = None if idle_done or self._on_idle is None else self.idle_seconds
+                    if not self._wake.wait(timeout) and not self._pending:
+                        break
+                if not self._pending and not running:  # idle for idle_seconds
+                    idle_done = True
+                    idle = True
+                else:
+                    idle_done = idle = False
+            if idle:
+                try:
+                    self._on_idle()  # type: ignore[misc]
+                except Exception:  # the next request reports what is wrong, if anything
+                    logger.warning("tidying the idle engine failed", exc_info=True)
+                continue
+            with self._wake:
                 if not running:
                     self._gather()
                 joiners = []

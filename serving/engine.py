@@ -95,6 +95,7 @@ class ChatEngine:
         max_batch: int = DEFAULT_MAX_BATCH,
         gather_seconds: float = 0.005,
         merge_lone_adapter: bool = True,
+        unmerge_after_idle: float = 0.5,
     ) -> None:
         ensure_schema()
         self.base_name, self.base_path, self.base_kind = _resolve_base(base)
@@ -135,7 +136,9 @@ class ChatEngine:
                                          max_rows=1 if self.is_diffusion else max_batch,
                                          max_adapters=max_adapters,
                                          gather_seconds=gather_seconds,
-                                         joinable=lambda: self._decoding.joinable)
+                                         joinable=lambda: self._decoding.joinable,
+                                         on_idle=self._when_idle,
+                                         idle_seconds=unmerge_after_idle)
 
     def load(self) -> None:
         """Load the base model now rather than on the first request (no-op once loaded)."""
@@ -190,6 +193,12 @@ class ChatEngine:
     def merges(self) -> int:
         """Times an adapter was folded into the base weights for a batch of its own."""
         return 0 if self._merged is None else self._merged.merges
+
+    @property
+    def merged_adapter(self) -> str | None:
+        """The label of the adapter folded into the base weights now, if any."""
+        name = None if self._merged is None else self._merged.name
+        return next((label for label, n in self._peft_names.items() if n == name), None)
 
     @property
     def loaded_adapters(self) -> list[str]:
@@ -482,6 +491,13 @@ class ChatEngine:
             return
         if max(r.max_new_tokens - len(r.ids) for r in batch.rows) >= MERGE_MIN_TOKENS:
             self._merged.merge(self.model, name)
+
+    def _when_idle(self) -> None:
+        """With nothing to decode for a while, put the base's weights back now, so that the
+        next request, on whatever adapter, does not wait for it (a merge is undone in about
+        the time of a decode step; requests in quick succession keep it)."""
+        with self._lock:
+            self._restore()
 
     def _restore(self) -> None:
         """Unfold a merged adapter: the base's own weights, bit for bit. If they cannot be read

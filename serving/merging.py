@@ -62,13 +62,15 @@ class BaseWeights:
         """The file key of a base weight that can be read back as it was loaded, else None."""
         key = self._keys.get(id(weight))
         file = self._files.get(key) if key else None
-        if file is None:
-            return None
+        return key if file is not None and self._unchanged(file) else None
+
+    def _unchanged(self, file: Path) -> bool:
+        """Whether the file is still the one loaded (same size and modification time)."""
         try:
             stat = os.stat(file)
         except OSError:
-            return None
-        return key if self._stamps[file] == (stat.st_size, stat.st_mtime_ns) else None
+            return False
+        return self._stamps[file] == (stat.st_size, stat.st_mtime_ns)
 
     def read_back(self, weights: list[tuple[torch.Tensor, str]]) -> None:
         """Copy each weight's stored value over it again (cast as the load cast it)."""
@@ -77,6 +79,9 @@ class BaseWeights:
         by_file: dict[Path, list[tuple[torch.Tensor, str]]] = {}
         for weight, key in weights:
             by_file.setdefault(self._files[key], []).append((weight, key))
+        changed = [file.name for file in by_file if not self._unchanged(file)]
+        if changed:  # reading them would give another model's weights
+            raise OSError(f"{', '.join(changed)} changed since the base was loaded")
         with torch.no_grad():
             for file, items in by_file.items():
                 with safe_open(str(file), framework="pt") as handle:
@@ -126,12 +131,12 @@ class LoneAdapterMerge:
         """Put the base's own weights back; a no-op when nothing is merged."""
         if self.name is None:
             return
-        merged, self._merged, self.name = self._merged, [], None
         try:
-            self._weights.read_back(merged)
+            self._weights.read_back(self._merged)
         except Exception as exc:
             raise MergeError(f"could not read the base weights back after a merge ({exc}); "
                              "the engine reloads the base") from exc
+        self._merged, self.name = [], None  # only now: readers of ``name`` see it done
 
 
 def _layers_of(model: nn.Module, name: str) -> list[Any]:
