@@ -41,9 +41,9 @@ class BaseWeights:
 
     def __init__(self, model: nn.Module, base_path: str) -> None:
         # Parameters keep their identity when PEFT wraps a layer (it becomes ``base_layer``), so
-        # the ids taken here still find the keys after adapters are attached.
-        self._keys = {id(m.weight): f"{name}.weight" for name, m in model.named_modules()
-                      if type(m) is nn.Linear and m.weight.is_floating_point()}
+        # the ids taken here still find the keys after adapters are attached. Called right after
+        # the load, while the weights are still the files' own.
+        self._keys: dict[int, str] = {}
         self._files: dict[str, Path] = {}
         self._stamps: dict[Path, tuple[int, int]] = {}
         folder = Path(base_path)
@@ -51,10 +51,15 @@ class BaseWeights:
             return
         from safetensors import safe_open
 
+        linear = {f"{name}.weight": m.weight for name, m in model.named_modules()
+                  if type(m) is nn.Linear and m.weight.is_floating_point()}
         for file in sorted(folder.glob("*.safetensors")):
             with safe_open(str(file), framework="pt") as handle:
                 for key in handle.keys():
-                    self._files[key] = file
+                    weight = linear.get(key)
+                    if weight is not None and _loaded_as_stored(weight, handle.get_slice(key)):
+                        self._keys[id(weight)] = key
+                        self._files[key] = file
             stat = file.stat()
             self._stamps[file] = (stat.st_size, stat.st_mtime_ns)
 
@@ -87,6 +92,15 @@ class BaseWeights:
                 with safe_open(str(file), framework="pt") as handle:
                     for weight, key in items:
                         weight.copy_(handle.get_tensor(key))
+
+
+def _loaded_as_stored(weight: torch.Tensor, stored: Any) -> bool:
+    """Whether the file's tensor is this weight as loaded, by shape and first row: a loader
+    that renames, transposes or permutes a weight makes reading it back wrong."""
+    if list(stored.get_shape()) != list(weight.shape) or weight.dim() != 2:
+        return False
+    row = stored[0:1].to(device=weight.device, dtype=weight.dtype)
+    return bool(torch.equal(row, weight[0:1].detach()))
 
 
 class LoneAdapterMerge:

@@ -148,3 +148,19 @@ def test_base_files_changed_while_merged_fail_one_request_and_the_next_reloads(
     assert engine.base_loads == 2
     assert reply == plain.generate(BASE_ONLY, _ask("Why?"), max_new_tokens=8)
     _base_weights_as_stored(engine, copy)
+
+
+def test_a_weight_loaded_unlike_its_file_is_never_read_back_into(chat_store):
+    from transformers import AutoModelForCausalLM
+
+    from serving.merging import BaseWeights
+
+    model = AutoModelForCausalLM.from_pretrained(chat_store.base, use_safetensors=True)
+    attention = model.model.layers[0].self_attn
+    with torch.no_grad():  # as a loader that permutes or rescales a weight would leave it
+        attention.q_proj.weight[0, 0] += 1
+
+    weights = BaseWeights(model, str(chat_store.base))
+
+    assert weights.key_of(attention.q_proj.weight) is None
+    assert weights.key_of(attention.k_proj.weight) == "model.layers.0.self_attn.k_proj.weight"
