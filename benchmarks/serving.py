@@ -5,7 +5,7 @@
     python benchmarks/serving.py --clients 1 4 8 16 --tokens 32 --rounds 3
 
 Each of N clients sends ``--rounds`` streamed chat completions one after another (greedy, a
-fixed prompt, ``--tokens`` new tokens) to its own model id, cycling over the base's adapters
+question of its own, ``--tokens`` new tokens) to its own model id, cycling over the base's adapters
 and the base, all through the official ``openai`` client, each client in a process of its own.
 In one run, for the serialized engine (batches of one: the engine before batching) and the
 batching engine, it reports per N the aggregate completion tokens/s and the p50 and p95 time to
@@ -31,7 +31,17 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-QUESTION = [{"role": "user", "content": "What is a low-rank adapter?"}]
+# Each request asks its own question, numbered apart from every other request of the run: the
+# same prompt again would be served from the prefix cache (all but its last token), and the time
+# to first token would measure one token. What requests still share is the chat template's
+# system prompt, as on any server.
+QUESTIONS = ["What is a low-rank adapter?", "What is glaucoma?", "How do vaccines work?",
+             "What causes high blood pressure?", "Why do we sleep?", "What is insulin for?",
+             "How does the heart pump blood?", "What is a migraine?", "What is asthma?",
+             "How are broken bones healed?", "What does the liver do?", "What is anemia?",
+             "How do antibiotics work?", "What is a stroke?", "Why is exercise healthy?",
+             "What is dementia?", "How is diabetes treated?", "What causes allergies?",
+             "What is arthritis?", "How do lungs take in oxygen?"]
 
 
 def start_api(engine, port: int):
@@ -47,13 +57,14 @@ def start_api(engine, port: int):
     return server
 
 
-def one_client(url: str, model: str, tokens: int) -> tuple[float, float, str]:
+def one_client(url: str, model: str, tokens: int, question: str) -> tuple[float, float, str]:
     """(time to first token, total time, reply text) of one streamed request."""
     import openai
 
     client = openai.OpenAI(base_url=url, api_key="none")
     start, first, text = time.perf_counter(), None, ""
-    for chunk in client.chat.completions.create(model=model, messages=QUESTION, stream=True,
+    messages = [{"role": "user", "content": question}]
+    for chunk in client.chat.completions.create(model=model, messages=messages, stream=True,
                                                 temperature=0, max_tokens=tokens):
         piece = chunk.choices[0].delta.content if chunk.choices else None
         if piece:
@@ -63,8 +74,11 @@ def one_client(url: str, model: str, tokens: int) -> tuple[float, float, str]:
     return (first or end) - start, end - start, text
 
 
-def client_rounds(url: str, model: str, tokens: int, rounds: int) -> list[tuple]:
-    return [one_client(url, model, tokens) for _ in range(rounds)]
+def client_rounds(url: str, model: str, tokens: int, rounds: int, client: int, tag: str
+                  ) -> list[tuple]:
+    return [one_client(url, model, tokens, f"Question {tag}.{client}.{r}: "
+                       + QUESTIONS[(client * rounds + r) % len(QUESTIONS)])
+            for r in range(rounds)]
 
 
 def _ready() -> None:
@@ -78,7 +92,8 @@ def p95(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
 
-def measure(engine, models: list[str], clients: int, rounds: int, tokens: int) -> dict:
+def measure(engine, models: list[str], clients: int, rounds: int, tokens: int, tag: str
+            ) -> dict:
     """Aggregate tokens/s, TTFTs and each client's replies for N clients on a fresh API.
 
     Each client is a process of its own, as real clients are: client threads in the server's
@@ -94,8 +109,8 @@ def measure(engine, models: list[str], clients: int, rounds: int, tokens: int) -
             for ready in [pool.submit(_ready) for _ in range(clients)]:
                 ready.result()
             start = time.perf_counter()
-            futures = [pool.submit(client_rounds, url, models[i % len(models)], tokens, rounds)
-                       for i in range(clients)]
+            futures = [pool.submit(client_rounds, url, models[i % len(models)], tokens, rounds,
+                                   i, tag) for i in range(clients)]
             results = [f.result() for f in futures]
             wall = time.perf_counter() - start
     finally:
@@ -143,8 +158,8 @@ def main() -> None:
         for n in args.clients:
             runs = {}
             for kind, engine in engines.items():
-                measure(engine, models, min(n, len(models)), 1, 4)  # warm: attach adapters
-                runs[kind] = measure(engine, models, n, args.rounds, args.tokens)
+                measure(engine, models, min(n, len(models)), 1, 4, f"w{n}")  # attach adapters
+                runs[kind] = measure(engine, models, n, args.rounds, args.tokens, str(n))
             same = runs["batching"]["replies"] == runs["serialized"]["replies"]
             for kind, run in runs.items():
                 ratio = run["tokens_per_s"] / runs["serialized"]["tokens_per_s"]

@@ -10,7 +10,8 @@ their ratio (targets: at most 50 ms, at least 20x faster); the median time to fi
 of a streamed reply; decode tokens/s of the engine's streamed replies with an adapter relative
 to the base alone (target: at least 0.9), with the adapter folded into the base weights while
 it serves alone (the default) and with ``--no-merge``; and what switching away from a merged
-adapter costs.
+adapter costs; and the time to first token of a chat's fourth turn with the earlier turns'
+keys and values reused (the default) and computed again.
 """
 
 from __future__ import annotations
@@ -28,6 +29,15 @@ sys.path.insert(0, str(REPO_ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 QUESTION = [{"role": "user", "content": "What is a low-rank adapter?"}]
+# One per round where first tokens are timed: a question asked before would find its keys and
+# values in the prefix cache and time nothing but one token.
+QUESTIONS = ["What is a low-rank adapter?", "What is glaucoma?", "How do vaccines work?",
+             "What causes high blood pressure?", "Why do we sleep?", "What is insulin for?",
+             "How does the heart pump blood?", "What is a migraine?", "What is asthma?",
+             "How are broken bones healed?", "What does the liver do?", "What is anemia?",
+             "How do antibiotics work?", "What is a stroke?", "Why is exercise healthy?",
+             "What is dementia?", "How is diabetes treated?", "What causes allergies?",
+             "What is arthritis?", "How do lungs take in oxygen?"]
 
 
 def build_tiny_store(root: Path, hidden: int, layers: int, adapters: int = 2) -> str:
@@ -111,10 +121,13 @@ def time_reloads(engine, label: str, rounds: int) -> float:
 
 
 def time_first_token(engine, label: str, rounds: int) -> float:
+    """Median ms to the first streamed text of a new question (a shared system prompt that
+    the chat template adds is reused from the prefix cache, as on any warm server)."""
     samples = []
-    for _ in range(rounds):
+    for i in range(rounds):
         start = time.perf_counter()
-        stream = engine.stream(label, QUESTION, max_new_tokens=32)
+        question = [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}]
+        stream = engine.stream(label, question, max_new_tokens=32)
         next(stream)
         samples.append(time.perf_counter() - start)
         for _ in stream:  # finish it, so the lock is free for the next round
@@ -143,6 +156,28 @@ def decode_tokens_per_second(engine, label: str | None, tokens: int, rounds: int
                      "question or use a base that answers at length")
         best = max(best, (decoded - 1) / (time.perf_counter() - first))
     return best
+
+
+CHAT = ["What is glaucoma?", "Who is at risk for it?", "How is it diagnosed?",
+        "What are the treatments, and do they restore lost vision?"]
+
+
+def follow_up_first_token(engine, label: str, tokens: int) -> tuple[float, int]:
+    """A conversation of ``CHAT``'s questions, each asked with the earlier turns before it:
+    (the last turn's time to first token in ms, its prompt's length in tokens)."""
+    chat: list[dict[str, str]] = []
+    for question in CHAT[:-1]:
+        chat.append({"role": "user", "content": question})
+        chat.append({"role": "assistant",
+                     "content": engine.generate(label, chat, max_new_tokens=tokens)})
+    chat.append({"role": "user", "content": CHAT[-1]})
+    start = time.perf_counter()
+    stream = engine.stream(label, chat, max_new_tokens=tokens)
+    next(stream)
+    first = time.perf_counter() - start
+    for _ in stream:
+        pass
+    return 1000 * first, len(engine._prompt_ids(chat, tokens))
 
 
 def time_restores(engine, labels: list[str], tokens: int, rounds: int) -> float:
@@ -188,6 +223,11 @@ def main() -> None:
         restore = time_restores(engine, labels, args.tokens, 4)
         unmerged.load()
         plain = decode_tokens_per_second(unmerged, labels[0], args.tokens, 3)
+        del unmerged
+        follow_up, prompt_tokens = follow_up_first_token(engine, labels[1], args.tokens)
+        uncached = ChatEngine(base=base, device=args.device, prefix_cache_mb=0)
+        uncached.load()
+        follow_up_full, _ = follow_up_first_token(uncached, labels[1], args.tokens)
         rows = [
             ("device", engine.device, ""),
             ("adapter switch, hot swap (median)", f"{switch:.2f} ms", "target <= 50 ms"),
@@ -202,6 +242,10 @@ def main() -> None:
             ("switch right after a merged reply (median)", f"{restore:.1f} ms",
              "reads the base weights back first"),
             ("merges during the run", str(engine.merges), ""),
+            (f"first token, turn {len(CHAT)} of a chat ({prompt_tokens} prompt tokens)",
+             f"{follow_up:.1f} ms", "earlier turns' keys and values reused"),
+            ("  the same, --prefix-cache-mb 0", f"{follow_up_full:.1f} ms",
+             f"{follow_up_full / follow_up:.1f}x slower"),
             ("base loads during the run", str(engine.base_loads), "must be 1"),
         ]
         width = max(len(r[0]) for r in rows)

@@ -38,6 +38,10 @@ def serve_command(
     max_adapters: int = typer.Option(
         DEFAULT_MAX_ADAPTERS, min=1, help="Adapters kept attached at once (least recently "
         "used dropped first); also the most distinct adapters in one batch."),
+    prefix_cache_mb: int = typer.Option(
+        256, min=0, help="Memory for the keys and values of finished replies, reused by prompts "
+        "that start the same way (a chat's earlier turns, a shared system prompt) so only the "
+        "new part is computed; 0 turns it off."),
     merge: bool = typer.Option(
         True, "--merge/--no-merge", help="While one LoRA adapter serves every running request, "
         "fold it into the base weights so it decodes as fast as the base; the base's own "
@@ -67,7 +71,8 @@ def serve_command(
     from serving.openai_api import build_app
 
     chat = ChatEngine(base=base, max_batch=max_batch, max_adapters=max_adapters,
-                      merge_lone_adapter=merge)
+                      merge_lone_adapter=merge,
+                      prefix_cache_mb=prefix_cache_mb)
     typer.echo(f"Loading base model {chat.base_name!r} on {chat.device}…")
     chat.load()
     models = [chat.base_name, *chat.list_choices()[1:]]

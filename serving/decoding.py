@@ -20,6 +20,8 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
+from serving.prefix_cache import KV, PrefixCache
+
 # Readies the next forward for these rows' adapter names ("__base__": none); returns the extra
 # keyword arguments that forward needs.
 AdapterScope = Callable[[list[str]], dict[str, Any]]
@@ -51,8 +53,10 @@ def pick_tokens(logits: torch.Tensor, settings: list[tuple[float, float]]) -> to
 class DecodeBatch:
     """The rows decoded together now, and everything their next step needs."""
 
-    def __init__(self, model: Any, pad_id: int, device: Any, scope: AdapterScope) -> None:
+    def __init__(self, model: Any, pad_id: int, device: Any, scope: AdapterScope,
+                 prefixes: PrefixCache | None = None) -> None:
         self.model = model
+        self.prefixes = prefixes  # keys and values of earlier prompts, reused by ``admit``
         self.pad_id = pad_id
         self.device = device
         self.scope = scope
@@ -72,14 +76,20 @@ class DecodeBatch:
 
     def admit(self, rows: list[Any], names: list[str], prompts: list[list[int]],
               settings: list[tuple[float, float]]) -> torch.Tensor:
-        """Prefill ``prompts`` (one per new row) and add the rows; their first tokens."""
-        width = max(len(p) for p in prompts)
-        ids = torch.tensor([[self.pad_id] * (width - len(p)) + p for p in prompts],
-                           device=self.device)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts],
-                            device=self.device)
+        """Prefill ``prompts`` (one per new row) and add the rows; their first tokens.
+
+        A row whose prompt starts with a stored prefix of its adapter computes only the rest:
+        its cache holds ``[padding][prefix][padding][rest]``, the mask marks the gap, and the
+        positions count real tokens only, so the rest sees what a full prefill would give."""
         cache = DynamicCache(config=self.model.config)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        reused = self._reuse(names, prompts, cache)
+        rests = [p[n:] for p, n in zip(prompts, reused, strict=True)]
+        past, width = max(reused), max(len(r) for r in rests)
+        ids = torch.tensor([[self.pad_id] * (width - len(r)) + r for r in rests],
+                           device=self.device)
+        mask = torch.tensor([[0] * (past - n) + [1] * n + [0] * (width - len(r)) + [1] * len(r)
+                             for n, r in zip(reused, rests, strict=True)], device=self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, past:]
         logits = self._forward(ids, mask, positions, cache, names)
         tokens = pick_tokens(logits, settings)
         self._merge(cache, mask)
@@ -97,6 +107,40 @@ class DecodeBatch:
         tokens = pick_tokens(logits, self.settings)
         self.last = tokens[:, None]
         return tokens
+
+    def fed(self, index: int) -> KV:
+        """Row ``index``'s keys and values for every token it has fed the model (views)."""
+        columns = self.mask[index].nonzero().squeeze(-1)
+        return [(layer.keys[index][:, columns], layer.values[index][:, columns])
+                for layer in self.cache.layers]
+
+    def _reuse(self, names: list[str], prompts: list[list[int]], cache: DynamicCache
+               ) -> list[int]:
+        """Fill ``cache`` with the stored prefixes of these prompts, left-padded to one
+        width; how many tokens of each prompt they cover (0: none stored)."""
+        if self.prefixes is None or not all(type(layer) is DynamicLayer
+                                            for layer in cache.layers):
+            return [0] * len(prompts)
+        hits = [self.prefixes.lookup(n, p) for n, p in zip(names, prompts, strict=True)]
+        lengths = [0 if hit is None else hit[0] for hit in hits]
+        past = max(lengths)
+        if past == 0:
+            return lengths
+        some = next(hit[1] for hit in hits if hit is not None)
+        for index in range(len(cache.layers)):
+            keys, values = [], []
+            for hit in hits:
+                if hit is None:  # a row with nothing stored: all padding here
+                    k = some[index][0].new_zeros((some[index][0].shape[0], 0,
+                                                  some[index][0].shape[2]))
+                    v = some[index][1].new_zeros((some[index][1].shape[0], 0,
+                                                  some[index][1].shape[2]))
+                else:
+                    k, v = hit[1][index]
+                keys.append(_left_pad(k[None], past, 2))
+                values.append(_left_pad(v[None], past, 2))
+            cache.update(torch.cat(keys), torch.cat(values), index)
+        return lengths
 
     def keep(self, indices: list[int]) -> None:
         """Keep only these rows, and drop cache columns that are padding in every one left."""

@@ -31,6 +31,7 @@ from serving.batching import BatchScheduler, ChatRequest, ReplyStream
 from serving.errors import ChatError
 from serving.limits import DEFAULT_MAX_ADAPTERS, DEFAULT_MAX_BATCH
 from serving.merging import MERGE_MIN_TOKENS, LoneAdapterMerge, MergeError
+from serving.prefix_cache import PrefixCache
 from serving.row_adapters import BASE, RowAdapters, in_linear_layers_only, install
 
 BASE_ONLY = "base model only"
@@ -96,6 +97,7 @@ class ChatEngine:
         gather_seconds: float = 0.005,
         merge_lone_adapter: bool = True,
         unmerge_after_idle: float = 0.5,
+        prefix_cache_mb: int = 256,
     ) -> None:
         ensure_schema()
         self.base_name, self.base_path, self.base_kind = _resolve_base(base)
@@ -113,6 +115,12 @@ class ChatEngine:
         # Fold a plain-LoRA adapter into the base weights while it serves every running row
         # (serving/merging.py); never on a quantized or masked-diffusion base.
         self.merge_lone_adapter = merge_lone_adapter and not load_in_4bit
+        if prefix_cache_mb < 0:
+            raise ChatError("prefix_cache_mb must be 0 (off) or more")
+        # Keys and values of finished rows, reused by prompts that start the same way
+        # (serving/prefix_cache.py): a chat's earlier turns, a shared system prompt.
+        self.prefix_cache_mb = prefix_cache_mb
+        self.prefixes: PrefixCache | None = None  # made with the base
         self.max_adapters = max_adapters
         self.max_batch = max_batch
         self.base_loads = 0
@@ -314,6 +322,10 @@ class ChatEngine:
         gone = set(ended)
         for i in ended:
             request = batch.rows[i]
+            if self.prefixes is not None and not request.cancelled.is_set():
+                # everything the row fed the model: its prompt and its reply but the last token
+                self.prefixes.store(batch.names[i], request.prompt_ids + request.ids[:-1],
+                                    batch.fed(i))
             self.tokens_decoded += len(request.ids)
             request.finish(self.tokenizer.decode(request.ids,
                                                  skip_special_tokens=True).strip())
@@ -412,7 +424,9 @@ class ChatEngine:
             from serving.merging import BaseWeights
 
             self._merged = LoneAdapterMerge(BaseWeights(model, self.base_path))
-        self._decoding = DecodeBatch(model, pad_id(tokenizer), self.device, self._route)
+        self.prefixes = PrefixCache(self.prefix_cache_mb << 20) if self.prefix_cache_mb else None
+        self._decoding = DecodeBatch(model, pad_id(tokenizer), self.device, self._route,
+                                     self.prefixes)
         self.base_loads += 1
 
     def _attach(self, choices: list[AdapterRecord | None]) -> list[str]:
@@ -449,6 +463,8 @@ class ChatEngine:
             name = self._peft_names.pop(label)
             if self._merged is not None and self._merged.name == name:
                 self._restore()
+            if self.prefixes is not None:
+                self.prefixes.forget(name)
             self.model.delete_adapter(name)
             self._rows.forget()
             self._plain.discard(name)
@@ -510,6 +526,7 @@ class ChatEngine:
             self.model = None
             self._decoding = None
             self._merged = None
+            self.prefixes = None
             self._peft_names.clear()
             self._plain.clear()
             self._unroutable.clear()

@@ -89,6 +89,10 @@ def ui_command(
         DEFAULT_MAX_ADAPTERS,
         help="Adapters kept attached at once; the least recently used is dropped first.",
     ),
+    prefix_cache_mb: int = typer.Option(
+        256, min=0, help="Memory for the keys and values of finished replies, reused by prompts "
+        "that start the same way (a chat's earlier turns, a shared system prompt) so only the "
+        "new part is computed; 0 turns it off."),
     merge: bool = typer.Option(
         True, "--merge/--no-merge", help="While one LoRA adapter serves every running chat, "
         "fold it into the base weights so it decodes as fast as the base; the base's own "
@@ -106,7 +110,8 @@ def ui_command(
 
     engine = ChatEngine(base=base, load_in_4bit=load_4bit, max_adapters=max_adapters,
                         diffusion_block_length=diffusion_block_length,
-                        merge_lone_adapter=merge)
+                        merge_lone_adapter=merge,
+                        prefix_cache_mb=prefix_cache_mb)
     typer.echo(f"Loading base model {engine.base_name!r} on {engine.device}…")
     engine.load()
     launch(host=host, port=port, auth=auth, share=share, block=True, engine=engine)
