@@ -35,13 +35,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # same prompt again would be served from the prefix cache (all but its last token), and the time
 # to first token would measure one token. What requests still share is the chat template's
 # system prompt, as on any server.
-QUESTIONS = ["What is a low-rank adapter?", "What is glaucoma?", "How do vaccines work?",
-             "What causes high blood pressure?", "Why do we sleep?", "What is insulin for?",
-             "How does the heart pump blood?", "What is a migraine?", "What is asthma?",
-             "How are broken bones healed?", "What does the liver do?", "What is anemia?",
-             "How do antibiotics work?", "What is a stroke?", "Why is exercise healthy?",
-             "What is dementia?", "How is diabetes treated?", "What causes allergies?",
-             "What is arthritis?", "How do lungs take in oxygen?"]
+from benchmarks.ui_latency import QUESTIONS  # noqa: E402  (after the path is set)
 
 
 def start_api(engine, port: int):

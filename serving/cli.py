@@ -8,7 +8,13 @@ from typing import Annotated
 
 import typer
 
-from serving.limits import DEFAULT_MAX_ADAPTERS, DEFAULT_MAX_BATCH
+from serving.limits import (
+    DEFAULT_MAX_ADAPTERS,
+    DEFAULT_MAX_BATCH,
+    DEFAULT_PREFIX_CACHE_MB,
+    MERGE_HELP,
+    PREFIX_CACHE_HELP,
+)
 
 
 class EngineKind(str, enum.Enum):
@@ -38,14 +44,9 @@ def serve_command(
     max_adapters: int = typer.Option(
         DEFAULT_MAX_ADAPTERS, min=1, help="Adapters kept attached at once (least recently "
         "used dropped first); also the most distinct adapters in one batch."),
-    prefix_cache_mb: int = typer.Option(
-        256, min=0, help="Memory for the keys and values of finished replies, reused by prompts "
-        "that start the same way (a chat's earlier turns, a shared system prompt) so only the "
-        "new part is computed; 0 turns it off."),
-    merge: bool = typer.Option(
-        True, "--merge/--no-merge", help="While one LoRA adapter serves every running request, "
-        "fold it into the base weights so it decodes as fast as the base; the base's own "
-        "weights are read back from its files when another adapter or the base is asked for."),
+    prefix_cache_mb: int = typer.Option(DEFAULT_PREFIX_CACHE_MB, min=0,
+                                        help=PREFIX_CACHE_HELP),
+    merge: bool = typer.Option(True, "--merge/--no-merge", help=MERGE_HELP),
     max_loras: int | None = typer.Option(
         None, min=1, help="With --engine vllm: adapters vLLM keeps active at once; default: all "
         "of the base's adapters."),

@@ -29,7 +29,7 @@ from registry.bases import list_bases
 from registry.db import ensure_schema
 from serving.batching import BatchScheduler, ChatRequest, ReplyStream
 from serving.errors import ChatError
-from serving.limits import DEFAULT_MAX_ADAPTERS, DEFAULT_MAX_BATCH
+from serving.limits import DEFAULT_MAX_ADAPTERS, DEFAULT_MAX_BATCH, DEFAULT_PREFIX_CACHE_MB
 from serving.merging import MERGE_MIN_TOKENS, LoneAdapterMerge, MergeError
 from serving.prefix_cache import PrefixCache
 from serving.row_adapters import BASE, RowAdapters, in_linear_layers_only, install
@@ -97,7 +97,7 @@ class ChatEngine:
         gather_seconds: float = 0.005,
         merge_lone_adapter: bool = True,
         unmerge_after_idle: float = 0.5,
-        prefix_cache_mb: int = 256,
+        prefix_cache_mb: int = DEFAULT_PREFIX_CACHE_MB,
     ) -> None:
         ensure_schema()
         self.base_name, self.base_path, self.base_kind = _resolve_base(base)

@@ -7,7 +7,12 @@ from typing import TYPE_CHECKING
 import typer
 
 from serving.errors import ChatError
-from serving.limits import DEFAULT_MAX_ADAPTERS
+from serving.limits import (
+    DEFAULT_MAX_ADAPTERS,
+    DEFAULT_PREFIX_CACHE_MB,
+    MERGE_HELP,
+    PREFIX_CACHE_HELP,
+)
 
 if TYPE_CHECKING:  # gradio and the engine (torch) load when the app starts, not for --help
     import gradio as gr
@@ -89,14 +94,9 @@ def ui_command(
         DEFAULT_MAX_ADAPTERS,
         help="Adapters kept attached at once; the least recently used is dropped first.",
     ),
-    prefix_cache_mb: int = typer.Option(
-        256, min=0, help="Memory for the keys and values of finished replies, reused by prompts "
-        "that start the same way (a chat's earlier turns, a shared system prompt) so only the "
-        "new part is computed; 0 turns it off."),
-    merge: bool = typer.Option(
-        True, "--merge/--no-merge", help="While one LoRA adapter serves every running chat, "
-        "fold it into the base weights so it decodes as fast as the base; the base's own "
-        "weights are read back from its files when another adapter or the base is asked for."),
+    prefix_cache_mb: int = typer.Option(DEFAULT_PREFIX_CACHE_MB, min=0,
+                                        help=PREFIX_CACHE_HELP),
+    merge: bool = typer.Option(True, "--merge/--no-merge", help=MERGE_HELP),
     diffusion_block_length: int = typer.Option(
         32, help="Masked-diffusion bases only: the sampler fills the answer in blocks of this "
         "many tokens, left to right, one token per step (LLaDA's semi-autoregressive mode)."

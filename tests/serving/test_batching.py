@@ -28,20 +28,21 @@ def _ask(question: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": question}]
 
 
-def _concurrently(engine: ChatEngine, jobs: list[tuple[str, str, int]], *, stream_every: int = 2
-                  ) -> list[str]:
-    """Replies to (choice, question, budget) jobs sent from one thread each, all at once;
-    every ``stream_every``-th job streams instead of waiting for the whole reply."""
+def _concurrently(engine: ChatEngine, jobs: list[tuple[str, str | list[dict[str, str]], int]],
+                  *, stream_every: int = 2) -> list[str]:
+    """Replies to (choice, question or whole chat, budget) jobs sent from one thread each, all
+    at once; every ``stream_every``-th job streams instead of waiting for the whole reply."""
     replies: list[str | BaseException] = [""] * len(jobs)
     start = threading.Barrier(len(jobs))
 
-    def run(i: int, choice: str, question: str, budget: int) -> None:
+    def run(i: int, choice: str, question: str | list[dict[str, str]], budget: int) -> None:
+        chat = _ask(question) if isinstance(question, str) else question
         start.wait()
         try:
             if i % stream_every:
-                replies[i] = engine.generate(choice, _ask(question), max_new_tokens=budget)
+                replies[i] = engine.generate(choice, chat, max_new_tokens=budget)
             else:
-                replies[i] = list(engine.stream(choice, _ask(question), max_new_tokens=budget))[-1]
+                replies[i] = list(engine.stream(choice, chat, max_new_tokens=budget))[-1]
         except BaseException as exc:  # noqa: BLE001 (reported below)
             replies[i] = exc
 

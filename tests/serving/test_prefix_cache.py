@@ -3,14 +3,11 @@ only what is new, and replies are the ones a full prefill gives."""
 
 from __future__ import annotations
 
-import threading
-from typing import Any
-
 import torch
 
 from serving.engine import BASE_ONLY, ChatEngine
 from serving.prefix_cache import MIN_REUSE_TOKENS, PrefixCache
-from tests.serving.test_batching import _ask
+from tests.serving.test_batching import _ask, _concurrently
 
 
 def _turns(engine: ChatEngine, choice: str, questions: list[str]) -> list[str]:
@@ -48,33 +45,11 @@ def test_rows_with_and_without_a_stored_prefix_decode_together_exactly(chat_stor
     hits = cached.prefixes.hits
     jobs = [("beta:v1", follow_up, 10), ("alpha:v1", _ask("Is it safe?"), 14),
             (BASE_ONLY, _ask("What is a low-rank adapter?"), 8), ("beta:v1", follow_up, 6)]
-    together = _at_once(cached, jobs)
+    together = _concurrently(cached, jobs)
 
     assert cached.prefixes.hits == hits + 2
     assert cached.largest_batch >= 3
     assert together == [plain.generate(c, m, max_new_tokens=n) for c, m, n in jobs]
-
-
-def _at_once(engine: ChatEngine, jobs: list[tuple[str, list[dict[str, Any]], int]]
-             ) -> list[str]:
-    """Replies to (choice, messages, budget) jobs sent from one thread each, all at once."""
-    replies: list[Any] = [None] * len(jobs)
-    start = threading.Barrier(len(jobs))
-
-    def run(i: int, choice: str, messages: list[dict[str, Any]], budget: int) -> None:
-        start.wait()
-        try:
-            replies[i] = engine.generate(choice, messages, max_new_tokens=budget)
-        except BaseException as exc:  # noqa: BLE001 (reported below)
-            replies[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i, *job)) for i, job in enumerate(jobs)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not [r for r in replies if isinstance(r, BaseException)], replies
-    return replies
 
 
 def _kv(tokens: int, layers: int = 2) -> list[tuple[torch.Tensor, torch.Tensor]]:
