@@ -23,6 +23,9 @@ import torch
 
 # Shorter shared prefixes are not worth a lookup and a copy.
 MIN_REUSE_TOKENS = 8
+# A lookup compares the prompt with every entry of its adapter: bound their number as well as
+# their bytes (a small model's entries are small, and thousands would fit).
+MAX_ENTRIES = 256
 
 KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: (keys, values), [heads, tokens, dim]
 
@@ -44,10 +47,11 @@ def _shared(a: tuple[int, ...], b: list[int]) -> int:
 
 class PrefixCache:
     """A least-recently-used store of (adapter, token ids) -> per-layer keys and values, within
-    ``max_bytes``."""
+    ``max_bytes`` and ``max_entries``."""
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, max_entries: int = MAX_ENTRIES) -> None:
         self.max_bytes = max_bytes
+        self.max_entries = max_entries
         self.nbytes = 0
         self.hits = 0  # prompts that reused a prefix
         self.reused_tokens = 0  # prompt tokens not computed again
@@ -84,7 +88,7 @@ class PrefixCache:
         layers = [(k.clone(), v.clone()) for k, v in layers]
         self._entries[key] = _Entry(key[1], layers, nbytes)
         self.nbytes += nbytes
-        while self.nbytes > self.max_bytes:
+        while self.nbytes > self.max_bytes or len(self._entries) > self.max_entries:
             self._drop(next(iter(self._entries)))
 
     def forget(self, adapter: str) -> None:

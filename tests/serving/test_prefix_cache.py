@@ -77,3 +77,12 @@ def test_the_store_keeps_the_longest_prefix_per_adapter_within_its_bytes():
     cache.store("b", list(range(100, 120)), _kv(20))  # over the bound: the oldest goes
     assert cache.nbytes <= 40 * one and cache.lookup("a", prompt) is None
     assert cache.lookup("b", list(range(100, 130)))[0] == 20
+
+
+def test_the_store_holds_at_most_its_number_of_entries():
+    cache = PrefixCache(max_bytes=1 << 30, max_entries=3)
+    for first in range(5):
+        cache.store("a", [first] + list(range(100, 110)), _kv(11))
+    assert len(cache) == 3
+    assert cache.lookup("a", [1] + list(range(100, 111))) is None  # among the oldest: gone
+    assert cache.lookup("a", [4] + list(range(100, 111)))[0] == 11
