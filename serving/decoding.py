@@ -130,13 +130,8 @@ class DecodeBatch:
         for index in range(len(cache.layers)):
             keys, values = [], []
             for hit in hits:
-                if hit is None:  # a row with nothing stored: all padding here
-                    k = some[index][0].new_zeros((some[index][0].shape[0], 0,
-                                                  some[index][0].shape[2]))
-                    v = some[index][1].new_zeros((some[index][1].shape[0], 0,
-                                                  some[index][1].shape[2]))
-                else:
-                    k, v = hit[1][index]
+                # a row with nothing stored: no columns, all padding after the left pad
+                k, v = hit[1][index] if hit else (some[index][0][:, :0], some[index][1][:, :0])
                 keys.append(_left_pad(k[None], past, 2))
                 values.append(_left_pad(v[None], past, 2))
             cache.update(torch.cat(keys), torch.cat(values), index)

@@ -65,9 +65,11 @@ class BaseWeights:
 
     def key_of(self, weight: torch.Tensor) -> str | None:
         """The file key of a base weight that can be read back as it was loaded, else None."""
-        key = self._keys.get(id(weight))
-        file = self._files.get(key) if key else None
-        return key if file is not None and self._unchanged(file) else None
+        return self._keys.get(id(weight))
+
+    def unchanged(self, keys: list[str]) -> bool:
+        """Whether the files holding these keys are still the ones loaded."""
+        return all(self._unchanged(file) for file in {self._files[key] for key in keys})
 
     def _unchanged(self, file: Path) -> bool:
         """Whether the file is still the one loaded (same size and modification time)."""
@@ -118,11 +120,13 @@ class LoneAdapterMerge:
         layers' weights could not be restored exactly afterwards."""
         if self.name == name:
             return True
+        if name in self._unmergeable:  # known: not worth a walk over the model every step
+            return False
         if self.name is not None:
             self.restore()
         layers = _layers_of(model, name)
         keys = [self._weights.key_of(layer.base_layer.weight) for layer in layers]
-        if not layers or None in keys:
+        if not layers or None in keys or not self._weights.unchanged(keys):  # type: ignore[arg-type]
             if name not in self._unmergeable:
                 self._unmergeable.add(name)
                 logger.info("adapter %s decodes unmerged: the base's weights under it cannot "

@@ -45,6 +45,7 @@ class RowAdapters:
         # (adapter, row indices or None for every row) for each adapter in the batch
         self.groups: list[tuple[str, torch.Tensor | None]] | None = None
         self._names: list[str] = []
+        self.mixed = False  # rows on several adapters, or some on the base
         self._device: Any = None
         # layer -> its factors of the batch's adapters stacked, for ``_stacked_for`` only
         self._stacked: dict[int, _Stacked | None] = {}
@@ -64,6 +65,7 @@ class RowAdapters:
                         else torch.tensor(index, device=device))
                        for name, index in sorted(rows.items())]
         self._names, self._device = names, device
+        self.mixed = any(index is not None for _, index in self.groups)  # read by every layer
         self._masks = {}
         adapters = tuple(sorted(rows))
         if adapters != self._stacked_for:  # another set of adapters: stack theirs instead
@@ -136,7 +138,7 @@ def _forward(self: Any, rows: RowAdapters, x: torch.Tensor, *args: Any,
     if groups is None or kwargs.get("adapter_names") is not None:
         return type(self).forward(self, x, *args, **kwargs)
     result = self.base_layer(x, *args, **kwargs)
-    stacked = rows.stacked(self) if any(index is not None for _, index in groups) else None
+    stacked = rows.stacked(self) if rows.mixed else None
     if stacked is not None and x.dtype == result.dtype == stacked[0].dtype:
         a, b, mask = stacked
         lowered = F.linear(x, a)
