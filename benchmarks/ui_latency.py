@@ -106,11 +106,10 @@ def time_reloads(engine, label: str, rounds: int) -> float:
     from registry.adapters import get_adapter
 
     path = get_adapter(label).path
-    dtype = torch.bfloat16 if engine.device == "cuda" else torch.float32
     samples = []
     for _ in range(rounds):
         start = time.perf_counter()
-        model = AutoModelForCausalLM.from_pretrained(engine.base_path, dtype=dtype,
+        model = AutoModelForCausalLM.from_pretrained(engine.base_path, dtype=engine.dtype,
                                                      use_safetensors=True).to(engine.device)
         PeftModel.from_pretrained(model, path).eval()
         if engine.device == "cuda":
@@ -203,14 +202,18 @@ def main() -> None:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: auto)")
     parser.add_argument("--rounds", type=int, default=20, help="repetitions per measure")
     parser.add_argument("--tokens", type=int, default=64, help="new tokens per decode run")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                        help="the engines' --dtype; a float32 engine's decode is timed as well "
+                        "when this resolves to another")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="loraforge-ui-bench-") as tmp:
         base = args.base or build_tiny_store(Path(tmp), args.hidden, args.layers)
         from serving.engine import ChatEngine
 
-        engine = ChatEngine(base=base, device=args.device)
-        unmerged = ChatEngine(base=base, device=args.device, merge_lone_adapter=False)
+        engine = ChatEngine(base=base, device=args.device, dtype=args.dtype)
+        unmerged = ChatEngine(base=base, device=args.device, merge_lone_adapter=False,
+                              dtype=args.dtype)
         labels = engine.list_choices()[1:3]
         if len(labels) < 2:
             sys.exit(f"base {base!r} needs two adapters to switch between; it has {len(labels)}")
@@ -225,11 +228,26 @@ def main() -> None:
         plain = decode_tokens_per_second(unmerged, labels[0], args.tokens, 3)
         del unmerged
         follow_up, prompt_tokens = follow_up_first_token(engine, labels[1], args.tokens)
-        uncached = ChatEngine(base=base, device=args.device, prefix_cache_mb=0)
+        uncached = ChatEngine(base=base, device=args.device, prefix_cache_mb=0,
+                              dtype=args.dtype)
         uncached.load()
         follow_up_full, _ = follow_up_first_token(uncached, labels[1], args.tokens)
+        del uncached
+        float32 = []
+        if str(engine.dtype) != "torch.float32":  # what the dtype bought, in the same run
+            full = ChatEngine(base=base, device=args.device, dtype="float32")
+            full.load()
+            full_base = decode_tokens_per_second(full, None, args.tokens, 3)
+            full_adapter = decode_tokens_per_second(full, labels[0], args.tokens, 3)
+            float32 = [
+                ("decode, base only, --dtype float32", f"{full_base:.1f} tok/s",
+                 f"{engine.dtype} is {base_only / full_base:.2f}x"),
+                ("decode, with adapter, --dtype float32", f"{full_adapter:.1f} tok/s",
+                 f"{engine.dtype} is {with_adapter / full_adapter:.2f}x"),
+            ]
         rows = [
-            ("device", engine.device, ""),
+            ("device, dtype", f"{engine.device}, {str(engine.dtype).removeprefix('torch.')}",
+             ""),
             ("adapter switch, hot swap (median)", f"{switch:.2f} ms", "target <= 50 ms"),
             ("reload base + adapter (median)", f"{reload:.1f} ms", ""),
             ("reload / hot swap", f"{reload / switch:.0f}x", "target >= 20x"),
@@ -246,6 +264,7 @@ def main() -> None:
              f"{follow_up:.1f} ms", "earlier turns' keys and values reused"),
             ("  the same, --prefix-cache-mb 0", f"{follow_up_full:.1f} ms",
              f"{follow_up_full / follow_up:.1f}x slower"),
+            *float32,
             ("base loads during the run", str(engine.base_loads), "must be 1"),
         ]
         width = max(len(r[0]) for r in rows)

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from core.device import DTYPE_HELP, ServeDtype
 from serving.limits import (
     DEFAULT_MAX_ADAPTERS,
     DEFAULT_MAX_BATCH,
@@ -47,6 +48,7 @@ def serve_command(
     prefix_cache_mb: int = typer.Option(DEFAULT_PREFIX_CACHE_MB, min=0,
                                         help=PREFIX_CACHE_HELP),
     merge: bool = typer.Option(True, "--merge/--no-merge", help=MERGE_HELP),
+    dtype: Annotated[ServeDtype, typer.Option(help=DTYPE_HELP)] = ServeDtype.auto,
     max_loras: int | None = typer.Option(
         None, min=1, help="With --engine vllm: adapters vLLM keeps active at once; default: all "
         "of the base's adapters."),
@@ -73,7 +75,7 @@ def serve_command(
 
     chat = ChatEngine(base=base, max_batch=max_batch, max_adapters=max_adapters,
                       merge_lone_adapter=merge,
-                      prefix_cache_mb=prefix_cache_mb)
+                      prefix_cache_mb=prefix_cache_mb, dtype=dtype.value)
     typer.echo(f"Loading base model {chat.base_name!r} on {chat.device}…")
     chat.load()
     models = [chat.base_name, *chat.list_choices()[1:]]

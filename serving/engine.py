@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from core.device import resolve_device
+from core.device import DTYPES, resolve_device, resolve_dtype
 from core.settings import get_settings
 from registry.adapter_files import AdapterFileError, check_adapter_dir, not_plain_lora
 from registry.adapters import AdapterRecord, list_adapters
@@ -98,6 +98,7 @@ class ChatEngine:
         merge_lone_adapter: bool = True,
         unmerge_after_idle: float = 0.5,
         prefix_cache_mb: int = DEFAULT_PREFIX_CACHE_MB,
+        dtype: str = "auto",
     ) -> None:
         ensure_schema()
         self.base_name, self.base_path, self.base_kind = _resolve_base(base)
@@ -112,6 +113,10 @@ class ChatEngine:
         if max_batch < 1:
             raise ChatError("max_batch must be at least 1")
         self.load_in_4bit = load_in_4bit
+        if dtype not in DTYPES:
+            raise ChatError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        self.dtype_choice = dtype
+        self.dtype: Any = None  # the torch dtype, resolved when the base loads
         # Fold a plain-LoRA adapter into the base weights while it serves every running row
         # (serving/merging.py); never on a quantized or masked-diffusion base.
         self.merge_lone_adapter = merge_lone_adapter and not load_in_4bit
@@ -380,14 +385,13 @@ class ChatEngine:
     def _ensure_base(self) -> None:
         if self.model is not None:
             return
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from core.small_batch_linear import speed_up_small_batches
         from serving.decoding import DecodeBatch
         from trainers.generate import pad_id
 
-        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        dtype = resolve_dtype(self.dtype_choice, self.device, self.base_path)
         try:
             tokenizer = AutoTokenizer.from_pretrained(self.base_path,
                                                       trust_remote_code=self.is_diffusion)
@@ -419,7 +423,7 @@ class ChatEngine:
             model.to(self.device)
         speed_up_small_batches(model)  # batched decode steps on CPU; a no-op on a GPU
         model.eval()
-        self.model, self.tokenizer = model, tokenizer
+        self.model, self.tokenizer, self.dtype = model, tokenizer, dtype
         if self.merge_lone_adapter and not self.is_diffusion:
             from serving.merging import BaseWeights
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from core.device import DTYPE_HELP, ServeDtype
 from serving.errors import ChatError
 from serving.limits import (
     DEFAULT_MAX_ADAPTERS,
@@ -97,6 +98,7 @@ def ui_command(
     prefix_cache_mb: int = typer.Option(DEFAULT_PREFIX_CACHE_MB, min=0,
                                         help=PREFIX_CACHE_HELP),
     merge: bool = typer.Option(True, "--merge/--no-merge", help=MERGE_HELP),
+    dtype: Annotated[ServeDtype, typer.Option(help=DTYPE_HELP)] = ServeDtype.auto,
     diffusion_block_length: int = typer.Option(
         32, help="Masked-diffusion bases only: the sampler fills the answer in blocks of this "
         "many tokens, left to right, one token per step (LLaDA's semi-autoregressive mode)."
@@ -111,7 +113,7 @@ def ui_command(
     engine = ChatEngine(base=base, load_in_4bit=load_4bit, max_adapters=max_adapters,
                         diffusion_block_length=diffusion_block_length,
                         merge_lone_adapter=merge,
-                        prefix_cache_mb=prefix_cache_mb)
+                        prefix_cache_mb=prefix_cache_mb, dtype=dtype.value)
     typer.echo(f"Loading base model {engine.base_name!r} on {engine.device}…")
     engine.load()
     launch(host=host, port=port, auth=auth, share=share, block=True, engine=engine)
