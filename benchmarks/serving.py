@@ -124,6 +124,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=32, help="new tokens per request")
     parser.add_argument("--rounds", type=int, default=3, help="requests per client, in turn")
     parser.add_argument("--adapters", type=int, default=8, help="tiny store: adapters to build")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                        help="both engines' --dtype (auto: float32 on a CPU)")
     parser.add_argument("--hidden", type=int, default=256, help="tiny base hidden size")
     parser.add_argument("--layers", type=int, default=4, help="tiny base layers")
     args = parser.parse_args()
@@ -137,13 +139,15 @@ def main() -> None:
             base = args.base
         from serving.engine import ChatEngine
 
-        engines = {"serialized": ChatEngine(base=base, max_batch=1),
-                   "batching": ChatEngine(base=base, max_adapters=max(8, args.adapters + 1))}
+        engines = {"serialized": ChatEngine(base=base, max_batch=1, dtype=args.dtype),
+                   "batching": ChatEngine(base=base, max_adapters=max(8, args.adapters + 1),
+                                          dtype=args.dtype)}
         models = []
         for engine in engines.values():
             engine.load()
             models = [*engine.list_choices()[1:], engine.base_name]
-        print(f"base {base} on {engines['batching'].device}; models cycled: "
+        print(f"base {base} on {engines['batching'].device} in "
+              f"{str(engines['batching'].dtype).removeprefix('torch.')}; models cycled: "
               f"{', '.join(models)}; {args.tokens} new tokens per request, "
               f"{args.rounds} requests per client")
         print("| clients | engine | aggregate tokens/s | p50 TTFT (s) | p95 TTFT (s) | wall (s) "

@@ -391,7 +391,7 @@ class ChatEngine:
         from serving.decoding import DecodeBatch
         from trainers.generate import pad_id
 
-        dtype = resolve_dtype(self.dtype_choice, self.device, self.base_path)
+        dtype = resolve_dtype(self.dtype_choice, self.device)
         try:
             tokenizer = AutoTokenizer.from_pretrained(self.base_path,
                                                       trust_remote_code=self.is_diffusion)

@@ -1,16 +1,14 @@
-"""Serving in bfloat16 (``--dtype``): which dtype ``auto`` picks, replies equal to transformers'
-own in that dtype, adapters applied to their own rows, and the base's weights read back as
-loaded after a merge."""
+"""Serving in bfloat16 (``--dtype bfloat16``): replies equal to transformers' own in that dtype,
+float32 adapters applied to their own rows of a bfloat16 base, and the base's weights read back
+as loaded after a merge; and what ``auto`` picks."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from core.device import CPU_BFLOAT16_MIN_BYTES, resolve_dtype
+from core.device import resolve_dtype
 from serving.engine import BASE_ONLY, ChatEngine
 from serving.errors import ChatError
 from tests.serving.test_batching import _ask, _concurrently
@@ -18,21 +16,13 @@ from tests.serving.test_batching import _ask, _concurrently
 LONG = 48  # new tokens: a lone adapter is merged only when some row has at least 32 left
 
 
-def test_auto_picks_bfloat16_for_a_large_base_or_a_gpu_and_float32_for_a_small_one(
-        chat_store, tmp_path: Path):
-    small = ChatEngine(base="tiny-chat", device="cpu")
-    small.load()
-    assert small.dtype == torch.float32
-    assert resolve_dtype("auto", "cuda", str(chat_store.base)) == torch.bfloat16
-    assert resolve_dtype("float32", "cuda", str(chat_store.base)) == torch.float32
-
-    # The size is counted in float32 bytes from the headers, whatever the files' own dtype.
-    elements = CPU_BFLOAT16_MIN_BYTES // 4
-    save_file({"w": torch.zeros(elements, dtype=torch.bfloat16)}, tmp_path / "model.safetensors")
-    assert resolve_dtype("auto", "cpu", str(tmp_path)) == torch.bfloat16
-    save_file({"w": torch.zeros(elements - 1)}, tmp_path / "model.safetensors")
-    assert resolve_dtype("auto", "cpu", str(tmp_path)) == torch.float32
-
+def test_auto_is_float32_on_a_cpu_and_bfloat16_on_a_gpu_and_others_are_refused(chat_store):
+    engine = ChatEngine(base="tiny-chat", device="cpu")
+    engine.load()
+    assert engine.dtype == engine.model.dtype == torch.float32
+    assert resolve_dtype("auto", "cuda") == torch.bfloat16
+    assert resolve_dtype("float32", "cuda") == torch.float32
+    assert resolve_dtype("bfloat16", "cpu") == torch.bfloat16
     with pytest.raises(ChatError, match="dtype must be one of auto, float32, bfloat16"):
         ChatEngine(base="tiny-chat", dtype="float16")
 
