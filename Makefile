@@ -22,15 +22,14 @@ $(STAMP): pyproject.toml constraints.txt examples/loraforge-ia3/pyproject.toml
 
 # pytest exits 5 when it collected nothing: a run that tested nothing proves nothing.
 # The example plugin package is installed above and tested as its author would.
-# Two workers, one test file each at a time (module fixtures stay whole; the files that share
-# the trained store go to one worker together, tests/conftest.py), one math thread each: the
-# many child processes' imports and servers' waits overlap on 2 cores, and the two torch
-# workers don't fight over threads. TEST_WORKERS=0 runs everything in one process.
+# Two workers, one test file each at a time (module fixtures stay whole), one math thread
+# each: the many child processes' imports and servers' waits overlap on 2 cores, and the two
+# torch workers don't fight over threads. TEST_WORKERS=0 runs everything in one process.
 # The 25 slowest tests are listed at the end: where the suite's time goes.
 TEST_WORKERS ?= 2
 test: install
 	$(PY) -m ruff check .
-	OMP_NUM_THREADS=1 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup --durations=25 \
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=25 \
 	  tests examples/loraforge-ia3/tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 

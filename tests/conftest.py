@@ -23,28 +23,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-# Session fixtures that take minutes to build; with ``--dist loadgroup`` (``make test``) every
-# test file that uses one goes to the same worker, so each is built once, not once a worker.
-SHARED_BUILDS = ("trained_store",)
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist turns the groups into node ids
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under ``--dist loadgroup``, one group per test file, as ``--dist loadfile`` (a module's
-    fixtures stay on one worker), except that the files using a shared build form one group."""
-    if getattr(config.option, "dist", None) != "loadgroup":
-        return
-    files: dict[str, str] = {}
-    for item in items:
-        path = item.nodeid.split("::")[0]
-        used = [name for name in SHARED_BUILDS if name in getattr(item, "fixturenames", ())]
-        if used:
-            files[path] = used[0]
-        else:
-            files.setdefault(path, path)
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(files[item.nodeid.split("::")[0]]))
-
 
 def reset_caches() -> None:
     get_settings.cache_clear()
