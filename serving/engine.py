@@ -155,6 +155,12 @@ class ChatEngine:
 
     def load(self) -> None:
         """Load the base model now rather than on the first request (no-op once loaded)."""
+        if self.model is not None:
+            # Without the lock: a request calls this on its way into the queue, and the decode
+            # thread holds the lock for a whole step (a prefill of several prompts: a few
+            # hundred ms), so requests arriving during a step were queued only after it and
+            # admitted a step later still.
+            return
         with self._lock:
             self._ensure_base()
 
