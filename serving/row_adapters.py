@@ -116,6 +116,16 @@ class RowAdapters:
                 self._factors[key] = _Factors(a, b, scaling, (b * scaling).contiguous())
         return self._factors[key]
 
+    def factor_dtype(self, layer: Any, groups: list[tuple[str, torch.Tensor | None]]
+                     ) -> torch.dtype | None:
+        """The dtype of the batch's adapters' factors in ``layer`` (None: none has the layer),
+        from the factors read once, not from PEFT's modules in every layer of every step."""
+        for name, _ in groups:
+            f = self.factors(layer, name)
+            if f is not None:
+                return f.a.dtype
+        return None
+
 
 @dataclass(frozen=True)
 class _Stacked:
@@ -138,8 +148,9 @@ def _forward(self: Any, rows: RowAdapters, x: torch.Tensor, *args: Any,
     if groups is None or kwargs.get("adapter_names") is not None:
         return type(self).forward(self, x, *args, **kwargs)
     result = self.base_layer(x, *args, **kwargs)
-    if groups and x.dtype != _factor_dtype(self, groups):
-        return _forward_cast(self, rows, groups, x, result)
+    factor_dtype = rows.factor_dtype(self, groups) if groups else None
+    if factor_dtype is not None and x.dtype != factor_dtype:
+        return _forward_cast(self, rows, groups, x.to(factor_dtype), result)
     stacked = rows.stacked(self) if rows.mixed else None
     if stacked is not None and x.dtype == result.dtype == stacked[0].dtype:
         a, b, mask = stacked
@@ -160,18 +171,12 @@ def _forward(self: Any, rows: RowAdapters, x: torch.Tensor, *args: Any,
     return result
 
 
-def _factor_dtype(layer: Any, groups: list[tuple[str, torch.Tensor | None]]) -> torch.dtype:
-    name = groups[0][0]
-    return layer.lora_A[name].weight.dtype if name in layer.lora_A else torch.float32
-
-
 def _forward_cast(self: Any, rows: RowAdapters, groups: list[tuple[str, torch.Tensor | None]],
-                  x: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
+                  low: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
     """A base in another dtype than its adapters' factors (bfloat16 weights, float32 factors,
     as PEFT loads them): the adapters' part in the factors' dtype, added in it and rounded to
     the base's once, as PEFT does. Factors in bfloat16 would cost more than they save: one-row
     bfloat16 products have no fast CPU kernel (SmolLM2 decoded at 0.36x the base's speed)."""
-    low = x.to(_factor_dtype(self, groups))
     stacked = rows.stacked(self) if rows.mixed else None
     if stacked is not None and stacked[0].dtype == low.dtype:
         a, b, mask = stacked
