@@ -8,10 +8,10 @@ Each of N clients sends ``--rounds`` streamed chat completions one after another
 question of its own, ``--tokens`` new tokens) to its own model id, cycling over the base's adapters
 and the base, all through the official ``openai`` client, each client in a process of its own.
 In one run, for the serialized engine (batches of one: the engine before batching) and the
-batching engine, each served from a process of its own, it reports per N the aggregate completion tokens/s and the p50 and p95 time to
-first token, and checks that both engines gave every client the same replies. Goal at N = 8 on
-2 CPU cores: 3x the serialized aggregate tokens/s, and a p95 TTFT within 2x of the single-client
-figure.
+batching engine, each served from a process of its own, it reports per N the aggregate
+completion tokens/s and the p50 and p95 time to first token, and checks that both engines gave
+every client the same replies. Goal at N = 8 on 2 CPU cores: 3x the serialized aggregate
+tokens/s, and a p95 TTFT within 2x of the single-client figure.
 """
 
 from __future__ import annotations

@@ -136,7 +136,6 @@ class BatchScheduler:
 
     def __init__(self, step: Callable[[list[ChatRequest], list[ChatRequest]], list[ChatRequest]],
                  *, max_rows: int, max_adapters: int, gather_seconds: float = 0.005,
-                 burst_seconds: float = 0.005,
                  joinable: Callable[[], bool] = lambda: True,
                  on_idle: Callable[[], None] | None = None, idle_seconds: float = 0.5) -> None:
         self._step = step
@@ -146,7 +145,6 @@ class BatchScheduler:
         self.max_rows = max_rows
         self.max_adapters = max_adapters
         self.gather_seconds = gather_seconds
-        self.burst_seconds = max(burst_seconds, gather_seconds)
         self._pending: list[ChatRequest] = []
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -162,16 +160,13 @@ class BatchScheduler:
             self._wake.notify()
 
     def _gather(self) -> None:
-        """After an idle spell, wait while requests keep coming, so that a burst starts as one
-        batch: ``gather_seconds`` for a second request, and once two or more wait (a burst is
-        on) ``burst_seconds`` for each next one; 20 waits at most. A lone request waits only
-        the short time; in a burst, a late request prefilled with the others gets its first
-        token a whole prefill sooner than one that waits for theirs to end."""
+        """After an idle spell, wait while requests keep coming (each within
+        ``gather_seconds`` of the last, 20 waits at most), so a burst starts as one batch."""
         for _ in range(20):
             if len(self._pending) >= self.max_rows:
                 return
             seen = len(self._pending)
-            self._wake.wait(self.burst_seconds if seen > 1 else self.gather_seconds)
+            self._wake.wait(self.gather_seconds)
             if len(self._pending) == seen:
                 return
 
