@@ -294,10 +294,15 @@ class ArticleStorePipeline:
         # failed write only the age bound applies: a store that is down is not sent the
         # growing batch again with every page.
         aged = time.monotonic() - self.last_flush >= self.flush_seconds
-        if aged or (len(self.batch) >= self.batch_size and not self.failed_writes):
-            self._flush()
-        if self.failed_writes and len(self.batch) >= self.max_pending and not self.closing:
-            self._close_for_the_store()
+        try:
+            if aged or (len(self.batch) >= self.batch_size and not self.failed_writes):
+                self._flush()
+        finally:
+            # Also when the flush raised (too many failed writes in a row): on a slow site every
+            # page is flushed by age, so every page raises, and the crawl would go on to its end
+            # with the store down.
+            if self.failed_writes and len(self.batch) >= self.max_pending and not self.closing:
+                self._close_for_the_store()
         return item
 
     def _close_for_the_store(self) -> None:
