@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import openai
@@ -28,21 +29,23 @@ MODELS = {"tiny-chat": BASE_ONLY, "alpha:v1": "alpha:v1", "beta:v1": "beta:v1"}
 
 
 @pytest.fixture
-def server(engine: ChatEngine) -> Iterator[tuple[psutil.Process, str]]:
+def server(engine: ChatEngine, tmp_path: Path) -> Iterator[tuple[psutil.Process, str]]:
     """``loraforge serve`` on the test store in a process of its own, as a user runs it:
     (the process, its base URL). Its memory is the server's alone, not that of a test worker
     that has run many other tests (whose freed and re-touched pages once moved its resident
     size by 60 MiB during this test)."""
     port = free_port()
     env = {**os.environ, "LORAFORGE_API_KEY": KEY}
-    child = subprocess.Popen([sys.executable, "-m", "loraforge", "serve", "--base",
-                              engine.base_name, "--port", str(port)], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "serve.log"  # a file, not a pipe: a full pipe would stall the server
+    with open(log, "w") as output:
+        child = subprocess.Popen([sys.executable, "-m", "loraforge", "serve", "--base",
+                                  engine.base_name, "--port", str(port)], env=env,
+                                 stdout=output, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
     try:
         deadline = time.monotonic() + 120
         while True:
-            assert child.poll() is None, child.stderr.read()[-2000:]
+            assert child.poll() is None, log.read_text()[-2000:]
             assert time.monotonic() < deadline, "loraforge serve did not start in 120 s"
             try:
                 if httpx.get(f"{url}/models", headers={"Authorization": f"Bearer {KEY}"},
