@@ -36,6 +36,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # to first token would measure one token. What requests still share is the chat template's
 # system prompt, as on any server.
 from benchmarks.ui_latency import QUESTIONS  # noqa: E402  (after the path is set)
+from core.device import DTYPES  # noqa: E402
 
 
 def start_api(engine, port: int):
@@ -124,7 +125,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=32, help="new tokens per request")
     parser.add_argument("--rounds", type=int, default=3, help="requests per client, in turn")
     parser.add_argument("--adapters", type=int, default=8, help="tiny store: adapters to build")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+    parser.add_argument("--dtype", default="auto", choices=DTYPES,
                         help="both engines' --dtype (auto: float32 on a CPU)")
     parser.add_argument("--hidden", type=int, default=256, help="tiny base hidden size")
     parser.add_argument("--only", choices=ENGINES, help=argparse.SUPPRESS)  # the child's part

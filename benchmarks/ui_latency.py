@@ -28,6 +28,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from core.device import DTYPES  # noqa: E402  (after the path is set; no torch at import)
+
 QUESTION = [{"role": "user", "content": "What is a low-rank adapter?"}]
 # One per round where first tokens are timed: a question asked before would find its keys and
 # values in the prefix cache and time nothing but one token.
@@ -202,7 +204,7 @@ def main() -> None:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: auto)")
     parser.add_argument("--rounds", type=int, default=20, help="repetitions per measure")
     parser.add_argument("--tokens", type=int, default=64, help="new tokens per decode run")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+    parser.add_argument("--dtype", default="auto", choices=DTYPES,
                         help="the engines' --dtype (auto: float32 on a CPU); the other dtype's "
                         "decode is timed as well")
     args = parser.parse_args()

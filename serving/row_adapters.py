@@ -153,10 +153,7 @@ def _forward(self: Any, rows: RowAdapters, x: torch.Tensor, *args: Any,
         return _forward_cast(self, rows, groups, x.to(factor_dtype), result)
     stacked = rows.stacked(self) if rows.mixed else None
     if stacked is not None and x.dtype == result.dtype == stacked[0].dtype:
-        a, b, mask = stacked
-        lowered = F.linear(x, a)
-        lowered = lowered * mask.view(mask.shape[0], *[1] * (lowered.dim() - 2), mask.shape[1])
-        return result + F.linear(lowered, b)
+        return result + _stacked_delta(x, stacked)
     for name, index in groups:
         f = rows.factors(self, name)
         if f is None:
@@ -171,6 +168,15 @@ def _forward(self: Any, rows: RowAdapters, x: torch.Tensor, *args: Any,
     return result
 
 
+def _stacked_delta(x: torch.Tensor, stacked: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+                   ) -> torch.Tensor:
+    """Every row's own adapter's part, ``((x A_all^T) * mask) B_all^T``."""
+    a, b, mask = stacked
+    lowered = F.linear(x, a)
+    lowered = lowered * mask.view(mask.shape[0], *[1] * (lowered.dim() - 2), mask.shape[1])
+    return F.linear(lowered, b)
+
+
 def _forward_cast(self: Any, rows: RowAdapters, groups: list[tuple[str, torch.Tensor | None]],
                   low: torch.Tensor, result: torch.Tensor) -> torch.Tensor:
     """A base in another dtype than its adapters' factors (bfloat16 weights, float32 factors,
@@ -179,10 +185,7 @@ def _forward_cast(self: Any, rows: RowAdapters, groups: list[tuple[str, torch.Te
     bfloat16 products have no fast CPU kernel (SmolLM2 decoded at 0.36x the base's speed)."""
     stacked = rows.stacked(self) if rows.mixed else None
     if stacked is not None and stacked[0].dtype == low.dtype:
-        a, b, mask = stacked
-        lowered = F.linear(low, a)
-        lowered = lowered * mask.view(mask.shape[0], *[1] * (lowered.dim() - 2), mask.shape[1])
-        return (result + F.linear(lowered, b)).to(result.dtype)
+        return (result + _stacked_delta(low, stacked)).to(result.dtype)
     delta = torch.zeros(result.shape, dtype=low.dtype, device=result.device)
     for name, index in groups:
         f = rows.factors(self, name)
