@@ -49,6 +49,12 @@ def drop_repeated_questions(pairs: list[Any]) -> tuple[list[Any], int]:
     return kept, len(pairs) - len(kept)
 
 
+def _answer_fits(spec: SnapshotSpec, answer: str) -> bool:
+    words = len(answer.split())
+    return ((spec.max_answer_words is None or words <= spec.max_answer_words)
+            and (spec.min_answer_words is None or words >= spec.min_answer_words))
+
+
 def _check_topic(spec: SnapshotSpec) -> None:
     if spec.topic and spec.kind != "import" and spec.topic.lower() not in snapshots.known_topics():
         known = sorted(snapshots.known_topics())
@@ -61,7 +67,11 @@ def _select(spec: SnapshotSpec) -> tuple[list[Example], int]:
     if spec.kind == "import":
         return examples.read_instruction_file(Path(spec.import_file or "")), 0
     if spec.kind == "qa":
-        pairs, repeated = drop_repeated_questions(snapshots.select_qa_pairs(where=spec.where))
+        # The length window goes first: MedQuAD asks one question of several sections of a
+        # page, and the pair kept should be one that fits the window, not just the first.
+        fitting = [p for p in snapshots.select_qa_pairs(where=spec.where)
+                   if _answer_fits(spec, p.answer)]
+        pairs, repeated = drop_repeated_questions(fitting)
         return examples.from_qa_pairs(pairs, spec.system_prompt), repeated
     articles = snapshots.select_articles(spec.where)
     if spec.kind == "chunks":
@@ -95,11 +105,7 @@ class _Built:
 
 def _narrow(spec: SnapshotSpec, found: list[Example],
             progress: EmbedProgress | None) -> _Built:
-    chosen = found
-    if spec.max_answer_words is not None:
-        chosen = [e for e in chosen if len(e.answer.split()) <= spec.max_answer_words]
-    if spec.min_answer_words is not None:
-        chosen = [e for e in chosen if len(e.answer.split()) >= spec.min_answer_words]
+    chosen = [e for e in found if _answer_fits(spec, e.answer)]
     counts: dict[str, Any] = {}
     if spec.limit is not None and spec.limit < len(chosen):
         picked = set(random.Random(spec.seed).sample(range(len(chosen)), spec.limit))

@@ -103,3 +103,24 @@ def test_repeated_questions_keep_only_their_first_pair(home):
     snapshot = find_snapshot(find_snapshot_name(build_snapshot(name="dedup", test_fraction=0)))
     assert snapshot.counts["total"] == 2
     assert snapshot.counts["repeated_questions_dropped"] == 1
+
+
+def test_a_repeated_question_keeps_its_first_pair_that_fits_the_answer_window(home):
+    """MedQuAD asks "What is (are) X ?" of several sections; when the first section's answer
+    is too long for the window, a later one that fits is the pair kept, not none."""
+    import json
+
+    from registry.db import session_scope
+    from registry.models import QAPair
+
+    answers = [" ".join(["long"] * 40), "gout is a painful swelling of a joint", "too short",
+               "gout comes from uric acid crystals in a joint"]
+    with session_scope() as session:
+        for i, answer in enumerate(answers):
+            session.add(QAPair(question="What is (are) Gout ?", answer=answer, source="s",
+                               content_hash=f"h{i}"))
+    snapshot = find_snapshot(find_snapshot_name(build_snapshot(
+        name="window", test_fraction=0, min_answer_words=5, max_answer_words=20)))
+    rows = [json.loads(line) for line in open(f"{snapshot.path}/train.jsonl")]
+    assert [r["messages"][-1]["content"] for r in rows] == [answers[1]]
+    assert snapshot.counts["repeated_questions_dropped"] == 1
