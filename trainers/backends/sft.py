@@ -302,13 +302,13 @@ def score_labelled_positions_only() -> None:
 
     # TRL reads this module-level name when it decides; no public option sets it.
     decide = getattr(trl_utils, "_use_triton", None)
-    if decide is None or getattr(decide, "loraforge_cpu", False):
+    if decide is None or hasattr(decide, "trl_decide"):  # not there, or patched already
         return
 
     def compact_on_cpu(device: torch.device) -> bool:
         return torch.device(device).type == "cpu" or decide(device)
 
-    compact_on_cpu.loraforge_cpu = True  # type: ignore[attr-defined]
+    compact_on_cpu.trl_decide = decide  # type: ignore[attr-defined]
     trl_utils._use_triton = compact_on_cpu
 
 
