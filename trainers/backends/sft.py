@@ -293,10 +293,10 @@ def score_labelled_positions_only() -> None:
 
     TRL scores every position (prompt and padding included) off CUDA, because on compiled
     backends a varying number of positions would recompile the kernel each batch. Eager CPU
-    has nothing to recompile, and there the head over all positions was a third of a LoRA step
-    on SmolLM2: 1.40 s against 0.53 s for the labelled half of 640 positions, forward and
-    backward (measured with TRL 1.16's own tile function). The loss is the same sum over the
-    same labelled tokens.
+    has nothing to recompile. There, TRL 1.16's tile function over SmolLM2's head took 1.40 s
+    forward and backward for 640 positions against 0.53 s for their labelled half, and ten
+    LoRA steps on SmolLM2 went from 32.5 s to 27.3 s. The loss is the same sum over the same
+    labelled tokens.
     """
     import trl.trainer.utils as trl_utils
 
