@@ -10,11 +10,15 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 @pytest.fixture
 def restored_trl():
+    """TRL's own decision for the test (a training earlier in this worker may have patched it),
+    and whatever was there before afterwards."""
     import trl.trainer.utils as trl_utils
 
-    original = trl_utils._use_triton
-    yield trl_utils, original
+    before = trl_utils._use_triton
+    original = getattr(before, "trl_decide", before)
     trl_utils._use_triton = original
+    yield trl_utils, original
+    trl_utils._use_triton = before
 
 
 def _loss_and_grads(model, ids, labels, **kwargs):

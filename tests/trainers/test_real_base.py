@@ -98,7 +98,7 @@ def test_a_short_lora_run_beats_the_base_on_held_out_questions(smol_store: SmolS
     env = {**os.environ, "LORAFORGE_HOME": str(smol_store.home), "COLUMNS": "200"}
     train = subprocess.run(
         [sys.executable, "-m", "loraforge", "train", "--method", "lora", "--base", "smollm2",
-         "--dataset", "short", "--name", "smol-lora", "--max-steps", "24", "--batch-size", "4",
+         "--dataset", "short", "--name", "smol-lora", "--max-steps", "36", "--batch-size", "4",
          "--lr", "2e-3", "--rank", "16", "--alpha", "32", "--max-length", "160",
          "--set", "generate_examples=0", "--set", "progress_bar=false"],
         env=env, capture_output=True, text=True, timeout=900, check=False)
