@@ -63,9 +63,8 @@ def _check_topic(spec: SnapshotSpec) -> None:
 
 
 def _select(spec: SnapshotSpec) -> tuple[list[Example], int]:
-    """The examples the spec selects, and how many repeated questions were dropped."""
-    if spec.kind == "import":
-        return examples.read_instruction_file(Path(spec.import_file or "")), 0
+    """The examples the spec selects, answers within the length window, and how many
+    repeated questions were dropped."""
     if spec.kind == "qa":
         # The length window goes first: MedQuAD asks one question of several sections of a
         # page, and the pair kept should be one that fits the window, not just the first.
@@ -73,10 +72,14 @@ def _select(spec: SnapshotSpec) -> tuple[list[Example], int]:
                    if _answer_fits(spec, p.answer)]
         pairs, repeated = drop_repeated_questions(fitting)
         return examples.from_qa_pairs(pairs, spec.system_prompt), repeated
-    articles = snapshots.select_articles(spec.where)
-    if spec.kind == "chunks":
-        return examples.from_article_chunks(articles, spec.chunk_words), 0
-    return examples.from_article_headings(articles, spec.system_prompt), 0
+    if spec.kind == "import":
+        found = examples.read_instruction_file(Path(spec.import_file or ""))
+    else:
+        articles = snapshots.select_articles(spec.where)
+        found = (examples.from_article_chunks(articles, spec.chunk_words)
+                 if spec.kind == "chunks"
+                 else examples.from_article_headings(articles, spec.system_prompt))
+    return [e for e in found if _answer_fits(spec, e.answer)], 0
 
 
 def _empty_selection(spec: SnapshotSpec) -> CurationError:
@@ -105,7 +108,7 @@ class _Built:
 
 def _narrow(spec: SnapshotSpec, found: list[Example],
             progress: EmbedProgress | None) -> _Built:
-    chosen = [e for e in found if _answer_fits(spec, e.answer)]
+    chosen = found
     counts: dict[str, Any] = {}
     if spec.limit is not None and spec.limit < len(chosen):
         picked = set(random.Random(spec.seed).sample(range(len(chosen)), spec.limit))
