@@ -130,7 +130,7 @@ def _split(spec: SnapshotSpec, chosen: list[Example]) -> tuple[dict[str, list[Ex
     fields = [[e.prompt for e in chosen], [e.answer for e in chosen]]
     if spec.kind == "chunks":
         fields = fields[1:]  # chunks have no prompt
-    groups = duplicate_groups(fields, spec.near_duplicate_threshold)
+    groups = duplicate_groups(fields, spec.near_duplicate_threshold, spec.shared_words)
     strata = [e.columns.get(spec.stratify) if spec.stratify else None for e in chosen]
     plan = plan_split(groups, strata, validation_fraction=spec.validation_fraction,
                       test_fraction=spec.test_fraction, seed=spec.seed)

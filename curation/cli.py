@@ -85,6 +85,8 @@ def data_build(
     near_duplicate_threshold: float = typer.Option(
         _SPEC.near_duplicate_threshold, "--near-duplicate-threshold",
         help=_help("near_duplicate_threshold")),
+    shared_words: int = typer.Option(_SPEC.shared_words, "--shared-words",
+                                     help=_help("shared_words")),
     clusters: int | None = typer.Option(None, "--clusters", help=_help("clusters")),
     per_cluster: int = typer.Option(_SPEC.per_cluster, "--per-cluster",
                                     help=_help("per_cluster")),
@@ -108,7 +110,8 @@ def data_build(
             until=_date(until, "--until"), crawl_run=crawl_run, import_file=import_file,
             chunk_words=chunk_words, min_answer_words=min_answer_words,
             stratify=None if stratify.lower() == "none" else stratify,
-            near_duplicate_threshold=near_duplicate_threshold, clusters=clusters,
+            near_duplicate_threshold=near_duplicate_threshold, shared_words=shared_words,
+            clusters=clusters,
             per_cluster=per_cluster, encoder=encoder, tokenizer=tokenizer, template=template,
             max_length=max_length, packing=packing)
     snap = next(s for s in list_snapshots() if s.id == snapshot_id)

@@ -55,6 +55,10 @@ class SnapshotSpec:
     near_duplicate_threshold: float = field(default=0.8, metadata=_help(
         "Estimated Jaccard similarity of character 5-grams at which two questions or two "
         "answers count as near-duplicates and stay on one side of the split (1 = exact only)."))
+    shared_words: int = field(default=10, metadata=_help(
+        "Two questions or two answers that share a run of this many words stay on one side of "
+        "the split too: templated answers that differ only by a name would leak otherwise "
+        "(0: no check)."))
     clusters: int | None = field(default=None, metadata=_help(
         "Take a diverse subset: K-Means with this many clusters on sentence embeddings "
         "(0 or unset: no clustering; --limit then takes a random sample)."))
@@ -104,6 +108,8 @@ class SnapshotSpec:
             (self.max_length < 1, f"max length must be at least 1, got {self.max_length}"),
             (not 0 < self.near_duplicate_threshold <= 1,
              f"near-duplicate threshold must be in (0, 1], got {self.near_duplicate_threshold}"),
+            (self.shared_words < 0,
+             f"shared words must be 0 (no check) or more, got {self.shared_words}"),
             (self.stratify not in (None, "topic", "focus_area", "source", "language"),
              f"cannot stratify by {self.stratify!r}; use topic, focus_area, source, language "
              "or none"),

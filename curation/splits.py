@@ -1,8 +1,9 @@
 """Train/validation/test splits with no leakage: near-duplicates travel together.
 
-Examples whose questions or answers are the same (after normalisation) or nearly the same
-(MinHash estimate of character-shingle Jaccard similarity at or above a threshold) are joined
-into one group, and a group lands in one split. Groups are then dealt out per stratum (topic or
+Examples whose questions or answers are the same (after normalisation), nearly the same
+(MinHash estimate of character-shingle Jaccard similarity at or above a threshold) or share a
+long run of words (a templated answer filled in with another name) are joined into one group,
+and a group lands in one split. Groups are then dealt out per stratum (topic or
 any other column) so each split holds its share of every stratum.
 """
 
@@ -108,8 +109,31 @@ class _UnionFind:
             self.parent[max(a, b)] = min(a, b)
 
 
-def duplicate_groups(fields: Sequence[Sequence[str]], threshold: float = 0.8) -> list[int]:
-    """A group id per example: examples sharing a near-duplicate in any field share a group.
+def shared_run_pairs(texts: Sequence[str], words: int) -> list[tuple[int, int]]:
+    """Pairs (i, j), i < j, where text j repeats a run of ``words`` normalised words that text i
+    (the first to hold it) has; chained through union-find they join every text of a template.
+
+    Sites fill one sentence with many names ("Eating, diet, and nutrition have not been shown to
+    play a role in causing or preventing X."). Such answers differ by a name, so character
+    Jaccard puts them below any safe threshold, yet a model that saw one in training recites
+    the next one in test: the ROUGE-L of two of them is about 0.9.
+    """
+    first_with: dict[str, int] = {}
+    pairs: set[tuple[int, int]] = set()
+    for i, text in enumerate(texts):
+        tokens = normalize(text).split()
+        for start in range(len(tokens) - words + 1):
+            key = " ".join(tokens[start:start + words])
+            owner = first_with.setdefault(key, i)
+            if owner != i:
+                pairs.add((owner, i))
+    return sorted(pairs)
+
+
+def duplicate_groups(fields: Sequence[Sequence[str]], threshold: float = 0.8,
+                     shared_words: int = 0) -> list[int]:
+    """A group id per example: examples sharing a near-duplicate in any field share a group, and
+    so do examples whose texts in one field share a run of ``shared_words`` words (0: no check).
 
     ``fields`` is one sequence of texts per field (e.g. questions, answers), all the same length.
     Group ids are the smallest example index in the group, so they don't depend on any seed.
@@ -127,6 +151,9 @@ def duplicate_groups(fields: Sequence[Sequence[str]], threshold: float = 0.8) ->
                 first_of[key] = i
         if threshold < 1:
             for i, j in index.groups(texts):
+                uf.union(i, j)
+        if shared_words:
+            for i, j in shared_run_pairs(texts, shared_words):
                 uf.union(i, j)
     return [uf.find(i) for i in range(n)]
 

@@ -66,13 +66,14 @@ TINY_PRESET = DemoPreset(limit=48, clusters=8, max_answer_words=120,
                          methods=("lora", "loraplus", "qlora"), train_steps=200, max_length=256,
                          settings=(), method_settings=(), eval_new_tokens=96,
                          eval_questions=None)
-# A real instruct model (SmolLM2-135M-Instruct and up): every short answer the crawl has (stubs
-# and link lists dropped), a fifth held out, and a learning rate high enough to move a real
-# model in a few CPU-minutes. LoRA+ multiplies B's rate by 16, so its base rate is lower. The
+# A real instruct model (SmolLM2-135M-Instruct and up): every answer of 15-60 words the crawl
+# has (stubs and link lists dropped; short answers train in fewer tokens, so two adapters fit
+# the budget), a fifth held out, and a learning rate high enough to move a real model in a few
+# CPU-minutes. LoRA+ multiplies B's rate by 16, so its base rate is lower. The
 # trainer's own quick check is skipped: stage 6 evaluates every adapter on the whole test split,
 # and the check's generation cost each adapter half a minute. The search behind these numbers
 # is in docs/real_base.md.
-REAL_PRESET = DemoPreset(limit=0, clusters=0, max_answer_words=80, min_answer_words=15,
+REAL_PRESET = DemoPreset(limit=0, clusters=0, max_answer_words=60, min_answer_words=15,
                          test_fraction=0.2, methods=("lora", "loraplus"), train_steps=75,
                          max_length=192, settings=("rank=16", "alpha=32", "batch_size=4",
                                                    "generate_examples=0"),

@@ -295,8 +295,9 @@ def evaluate_demo_adapters(config: DemoConfig, adapter_ids: dict[str, int]) -> s
     from trainers.eval_cli import evaluate_and_print
     from trainers.evaluation import EvalConfig, plan_evaluation
 
+    # Every answer is kept, so a figure of the report can be broken down question by question.
     eval_config = EvalConfig(max_new_tokens=config.eval_new_tokens or 96,
-                             limit=config.eval_questions)
+                             limit=config.eval_questions, keep_examples=100_000)
     ids = list(adapter_ids.values())
     earlier = [latest_for_adapter(i) for i in ids]
     batch_ids = {found[0].batch_id for found in earlier if found is not None}

@@ -10,7 +10,8 @@ from pathlib import Path
 from lxml import etree
 
 DATA_DIR = Path(__file__).resolve().parent / "data" / "medquad"
-COLLECTIONS = {"7_SeniorHealth_QA": "seniorhealth", "9_CDC_QA": "cdc"}
+COLLECTIONS = {"7_SeniorHealth_QA": "seniorhealth", "9_CDC_QA": "cdc",
+               "5_NIDDK_QA": "niddk"}
 
 Block = str | list[str]  # a paragraph, or a list's items
 

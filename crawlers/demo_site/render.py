@@ -11,7 +11,8 @@ from string import Template
 from crawlers.demo_site.medquad import Block, Document, load_documents
 
 TEMPLATE = Template((Path(__file__).resolve().parent / "templates" / "layout.html").read_text())
-COLLECTION_TITLES = {"seniorhealth": "Senior Health", "cdc": "Disease Control"}
+COLLECTION_TITLES = {"seniorhealth": "Senior Health", "cdc": "Disease Control",
+                     "niddk": "Digestive and Kidney Diseases"}
 PRIVATE_PATH = "/private/staff-notes.html"
 # Real sites mark up QA pages in several ways; the demo rotates through three of them.
 LAYOUTS = ("headings", "faq-jsonld", "dl")

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from crawlers.demo_site import BOILERPLATE, LAYOUTS, PRIVATE_PATH, ground_truth, serve
-from crawlers.demo_site.render import Page
+from crawlers.demo_site.render import COLLECTION_TITLES, Page
 from crawlers.errors import CrawlError
 from crawlers.run import run_crawl
 from crawlers.text import collapse_whitespace
@@ -65,7 +65,7 @@ def test_every_public_qa_pair_is_recovered(crawled_site: CrawledSite) -> None:
     assert {t["layout"] for t in pairs} == set(LAYOUTS)  # headings, FAQ JSON-LD and <dl> pages
     truth = {(t["url"], _norm(t["question"]), _norm(t["answer"])) for t in pairs}
     stored = {(url, _norm(q), _norm(a)) for url, q, a in crawled_site.qa_after_first}
-    assert len(truth) == 1039
+    assert len(truth) == 2183
     assert stored == truth
 
 
@@ -87,19 +87,19 @@ def test_robots_disallowed_pages_are_never_fetched(crawled_site: CrawledSite) ->
 def test_crawl_run_row_is_finished_with_correct_counts(crawled_site: CrawledSite) -> None:
     run = get_crawl_run(crawled_site.first_run)
     assert run.status == "finished" and run.finished_at is not None and run.error is None
-    # 107 document pages + home, six collection index pages (20 topics each) and the about page.
-    assert (run.pages_seen, run.items_stored, run.items_updated) == (115, 107, 0)
-    assert (run.items_unchanged, run.items_dropped, run.qa_pairs) == (0, 0, 1039)
+    # 255 document pages + home, 14 collection index pages (20 topics each) and the about page.
+    assert (run.pages_seen, run.items_stored, run.items_updated) == (271, 255, 0)
+    assert (run.items_unchanged, run.items_dropped, run.qa_pairs) == (0, 0, 2183)
     assert run.args["sitemap_url"].endswith("/sitemap.xml")
 
 
 def test_recrawl_stores_nothing_twice(crawled_site: CrawledSite) -> None:
     assert _qa_rows() == crawled_site.qa_after_first
     with db.session_scope() as session:
-        assert session.scalar(select(func.count()).select_from(Article)) == 107
+        assert session.scalar(select(func.count()).select_from(Article)) == 255
     run = get_crawl_run(crawled_site.second_run)
     assert run.status == "finished"
-    assert (run.items_stored, run.items_updated, run.items_unchanged) == (0, 0, 107)
+    assert (run.items_stored, run.items_updated, run.items_unchanged) == (0, 0, 255)
     assert run.qa_pairs == 0
 
 
@@ -122,12 +122,13 @@ def test_link_crawl_obeys_robots_and_drops_tracking_url_duplicates(home: Path) -
     assert PRIVATE_PATH not in [p.split("?")[0] for p in log]
     # Related-links asides add ?utm_ copies of pages; the canonical URL makes them one page.
     assert any("utm_source" in p for p in log)
+    pages = 3 * len(COLLECTION_TITLES)
     run = get_crawl_run(run_id)
-    assert run.items_stored == 6 and run.drop_reasons.get("duplicate url", 0) >= 1
+    assert run.items_stored == pages and run.drop_reasons.get("duplicate url", 0) >= 1
     with db.session_scope() as session:
         urls = list(session.scalars(select(Article.url)))
         topics = set(session.scalars(select(QAPair.topic)))
-    assert len(urls) == 6 and not [u for u in urls if "utm_" in u]
+    assert len(urls) == pages and not [u for u in urls if "utm_" in u]
     assert topics == {"medicine"}
 
 
@@ -142,8 +143,9 @@ def test_crawl_and_recrawl_on_sqlite_and_postgres(store_url: str) -> None:
         stored = {(u, _norm(q), _norm(a)) for u, q, a in rows}
     assert stored == truth
     one, two = get_crawl_run(first, url=store_url), get_crawl_run(second, url=store_url)
-    assert (one.status, one.items_stored, one.qa_pairs) == ("finished", 4, len(truth))
-    assert (two.status, two.items_stored, two.items_unchanged) == ("finished", 0, 4)
+    pages = 2 * len(COLLECTION_TITLES)
+    assert (one.status, one.items_stored, one.qa_pairs) == ("finished", pages, len(truth))
+    assert (two.status, two.items_stored, two.items_unchanged) == ("finished", 0, pages)
     assert two.qa_pairs == 0
 
 

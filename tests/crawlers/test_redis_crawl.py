@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import func, select
 
 from crawlers.demo_site import ground_truth, serve
+from crawlers.demo_site.render import COLLECTION_TITLES
 from crawlers.run import crawl_command, crawl_env
 from crawlers.text import collapse_whitespace
 from registry import db
@@ -86,6 +87,6 @@ def test_two_crawlers_sharing_redis_fetch_and_store_each_page_once(home: Path,
         stored = {(u, collapse_whitespace(q), collapse_whitespace(a)) for u, q, a in
                   session.execute(select(QAPair.source, QAPair.question, QAPair.answer))}
         assert session.scalar(select(func.count()).select_from(Article)) == \
-            2 * per_collection, robots
+            len(COLLECTION_TITLES) * per_collection, robots
     assert stored == truth
     assert redis.Redis.from_url(redis_url).exists("qa:dupefilter")

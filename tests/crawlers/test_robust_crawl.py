@@ -10,6 +10,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from crawlers.demo_site import LAYOUTS, Page, ground_truth, serve
+from crawlers.demo_site.render import COLLECTION_TITLES
 from crawlers.run import crawl_command, crawl_env, job_dir, run_crawl
 from crawlers.text import collapse_whitespace
 from registry import db
@@ -59,12 +60,12 @@ def test_resumed_crawl_after_kill_9_stores_each_page_once(home: Path) -> None:
     assert len(pairs) == len(set(pairs)) and set(pairs) == truth
     with db.session_scope() as session:
         urls = list(session.scalars(select(Article.url)))
-    assert len(urls) == len(set(urls)) == 2 * per_collection
+    assert len(urls) == len(set(urls)) == len(COLLECTION_TITLES) * per_collection
     old, new = get_crawl_run(killed_run), get_crawl_run(resumed)
     assert old.status == "interrupted" and "died" in (old.error or "")
     assert new.status == "finished"
     assert old.items_stored >= stored_before_kill
-    assert old.items_stored + new.items_stored == 2 * per_collection
+    assert old.items_stored + new.items_stored == len(COLLECTION_TITLES) * per_collection
     assert new.items_unchanged == old.items_stored
 
 
@@ -127,7 +128,7 @@ def test_link_crawl_follows_pagination_and_recovers_every_layout(home: Path) -> 
     assert {t["layout"] for t in ground_truth(base_url, per_collection=per_collection)} == \
         set(LAYOUTS)
     assert set(_stored_pairs()) == truth
-    assert get_crawl_run(run_id).items_stored == 2 * per_collection
+    assert get_crawl_run(run_id).items_stored == len(COLLECTION_TITLES) * per_collection
 
 
 def test_language_filter_drops_pages_with_a_named_reason(home: Path) -> None:

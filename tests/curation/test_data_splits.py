@@ -50,9 +50,11 @@ def _planted(n_distinct: int = 80, seed: int = 0) -> tuple[list[tuple[str, str]]
     return pairs, together
 
 
-def test_duplicate_groups_join_planted_copies_and_nothing_else():
+@pytest.mark.parametrize("shared_words", [0, 10])
+def test_duplicate_groups_join_planted_copies_and_nothing_else(shared_words):
     pairs, together = _planted()
-    groups = duplicate_groups([[q for q, _ in pairs], [a for _, a in pairs]])
+    groups = duplicate_groups([[q for q, _ in pairs], [a for _, a in pairs]],
+                              shared_words=shared_words)
     for i, j in together:
         assert groups[i] == groups[j]
     assert len(set(groups)) == len(pairs) - len(together)
@@ -122,3 +124,26 @@ def test_snapshot_keeps_planted_duplicates_on_one_side(home):
                 split_of[i] = split
     for i, g in enumerate(groups):
         assert split_of[i] == split_of[g]
+
+
+def test_templated_answers_filled_with_other_names_stay_on_one_side():
+    """NIDDK answers one question type with one sentence and the condition's name. Their
+    character Jaccard is about 0.7, under the near-duplicate threshold, yet an adapter that saw
+    one in training recites the next one in test (ROUGE-L about 0.9)."""
+    from crawlers.demo_site.medquad import load_documents
+
+    template = "have not been shown to play a role in causing or preventing"
+    pairs = [(qa.question, " ".join(b for b in qa.answer_blocks if isinstance(b, str)))
+             for doc in load_documents() if doc.collection == "niddk" for qa in doc.qa_pairs]
+    templated = [(q, a) for q, a in pairs if template in a and len(a.split()) < 25]
+    others = [(q, a) for q, a in pairs if "nutrition" not in a.lower()][:60]
+    assert len(templated) >= 5
+    chosen = templated + others
+    fields = [[q for q, _ in chosen], [a for _, a in chosen]]
+
+    groups = duplicate_groups(fields, shared_words=10)
+    assert len({groups[i] for i in range(len(templated))}) == 1
+    plan = plan_split(groups, [None] * len(chosen), validation_fraction=0, test_fraction=0.3,
+                      seed=0)
+    assert len(set(plan.assignment[:len(templated)])) == 1
+    assert len(set(duplicate_groups(fields)[:len(templated)])) > 1  # the character check alone
