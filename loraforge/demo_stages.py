@@ -421,7 +421,42 @@ def evaluation_markdown(batch_id: str) -> str:
         lines.append(f"| {r.model_label} | {m['rouge_l']:.3f} | {gain('rouge_l')} | "
                      f"{m['exact_match']:.3f} | {m['answer_similarity']:.3f} | "
                      f"{gain('answer_similarity')} | {m['latency_seconds']:.2f} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _overlap_lines(rows)) + "\n"
+
+
+def _overlap_lines(rows: list) -> list[str]:
+    """ROUGE-L on the test questions that a training answer nearly answers, and on the rest."""
+    from registry.snapshots import find_snapshot
+    from trainers.overlap import overlap_breakdown, training_answers
+
+    snapshot = find_snapshot(rows[0].snapshot_name)
+    if snapshot is None or not snapshot.path or \
+            not (Path(snapshot.path) / "train.jsonl").is_file():
+        return []
+    found = overlap_breakdown(rows, training_answers(snapshot.path))
+    if found is None:
+        return []
+    base = next((r for r in found.rows if r.is_base), None)
+
+    def cell(value: float | None, of_base: float | None, row) -> str:
+        if value is None:
+            return "-"
+        shown = f"{value:.3f}"
+        return shown if row.is_base or base is None or of_base is None \
+            else f"{shown} ({value - of_base:+.3f})"
+
+    lines = ["", "### Where the gain comes from", "",
+             f"{found.close_questions} of the {found.questions} test questions have a training "
+             f"answer at ROUGE-L {found.threshold} or more against their reference (for "
+             "example a templated answer filled in with another name); the others have none. "
+             "Each model's mean ROUGE-L on each side, from the per-answer scores as recorded "
+             "(to four decimals; `benchmarks/eval_overlap.py` prints the same):", "",
+             "| model | all | close to a training answer | the rest |", "|---|---|---|---|"]
+    for row in found.rows:
+        lines.append(f"| {row.label} | {cell(row.everything, base and base.everything, row)} | "
+                     f"{cell(row.close, base and base.close, row)} | "
+                     f"{cell(row.rest, base and base.rest, row)} |")
+    return lines
 
 
 def quality_chart(batch_id: str, path: Path) -> None:

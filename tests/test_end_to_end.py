@@ -95,6 +95,10 @@ def test_demo_records_three_adapters_with_metrics_and_a_report_naming_them(demo_
         row = next(line for line in report.splitlines() if line.startswith(f"| {method} |"))
         assert "failed" not in row, row
         assert f"`{label}`" in report
+    # Every evaluated answer is kept, so the report splits the gain by closeness to training.
+    _, breakdown = report.split("### Where the gain comes from")
+    for label in labels.values():
+        assert any(line.startswith(f"| {label} | ") for line in breakdown.splitlines()), label
     for chart in ("memory", "time", "loss"):
         png = result.report.parent / f"demo-comparison-{chart}.png"
         assert png.read_bytes()[:8] == PNG_MAGIC, png
