@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from trainers.overlap import CLOSE, overlap_breakdown, training_answers  # noqa: E402
+from trainers.overlap import CLOSE, overlap_breakdown, shown, training_answers  # noqa: E402
 
 
 def _newest_batch() -> str:
@@ -49,8 +49,8 @@ def main() -> None:
     if not rows:
         sys.exit(f"error: no evaluation {args.batch!r}; `loraforge adapters show` lists them")
     snapshot = find_snapshot(rows[0].snapshot_name)
-    train_file = Path(snapshot.path or "") / "train.jsonl"
-    if not train_file.is_file():
+    train_file = Path(snapshot.path if snapshot and snapshot.path else "") / "train.jsonl"
+    if snapshot is None or not train_file.is_file():
         sys.exit(f"error: the snapshot's training file {train_file} is gone")
     found = overlap_breakdown(rows, training_answers(train_file.parent), args.close)
     if found is None:
@@ -66,13 +66,7 @@ def main() -> None:
         bases = (base.everything, base.close, base.rest) if base and not row.is_base \
             else (None,) * 3
         print(f"{row.label[:28]:<28} " + " ".join(
-            f"{_cell(v, b):>14}" for v, b in zip(values, bases, strict=True)))
-
-
-def _cell(value: float | None, base: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.3f}" + (f" ({value - base:+.3f})" if base is not None else "")
+            f"{shown(v, b):>14}" for v, b in zip(values, bases, strict=True)))
 
 
 if __name__ == "__main__":

@@ -427,7 +427,7 @@ def evaluation_markdown(batch_id: str) -> str:
 def _overlap_lines(rows: list) -> list[str]:
     """ROUGE-L on the test questions that a training answer nearly answers, and on the rest."""
     from registry.snapshots import find_snapshot
-    from trainers.overlap import overlap_breakdown, training_answers
+    from trainers.overlap import overlap_breakdown, shown, training_answers
 
     snapshot = find_snapshot(rows[0].snapshot_name)
     if snapshot is None or not snapshot.path or \
@@ -438,13 +438,6 @@ def _overlap_lines(rows: list) -> list[str]:
         return []
     base = next((r for r in found.rows if r.is_base), None)
 
-    def cell(value: float | None, of_base: float | None, row) -> str:
-        if value is None:
-            return "-"
-        shown = f"{value:.3f}"
-        return shown if row.is_base or base is None or of_base is None \
-            else f"{shown} ({value - of_base:+.3f})"
-
     lines = ["", "### Where the gain comes from", "",
              f"{found.close_questions} of the {found.questions} test questions have a training "
              f"answer at ROUGE-L {found.threshold} or more against their reference (for "
@@ -453,9 +446,11 @@ def _overlap_lines(rows: list) -> list[str]:
              "(to four decimals; `benchmarks/eval_overlap.py` prints the same):", "",
              "| model | all | close to a training answer | the rest |", "|---|---|---|---|"]
     for row in found.rows:
-        lines.append(f"| {row.label} | {cell(row.everything, base and base.everything, row)} | "
-                     f"{cell(row.close, base and base.close, row)} | "
-                     f"{cell(row.rest, base and base.rest, row)} |")
+        values = (row.everything, row.close, row.rest)
+        bases = (base.everything, base.close, base.rest) if base and not row.is_base \
+            else (None,) * 3
+        lines.append(f"| {row.label} | " + " | ".join(
+            shown(v, b) for v, b in zip(values, bases, strict=True)) + " |")
     return lines
 
 

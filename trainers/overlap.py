@@ -73,5 +73,12 @@ def overlap_breakdown(rows: list[EvaluationRecord], training: list[str],
     return Overlap(questions, sum(close), threshold, out)
 
 
+def shown(value: float | None, base: float | None = None) -> str:
+    """A mean to three decimals, with its gain over the base's when there is one."""
+    if value is None:
+        return "-"
+    return f"{value:.3f}" + (f" ({value - base:+.3f})" if base is not None else "")
+
+
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
