@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from trainers.overlap import CLOSE, overlap_breakdown, shown, training_answers  # noqa: E402
+from trainers.overlap import CLOSE, overlap_breakdown, training_answers  # noqa: E402
 
 
 def _newest_batch() -> str:
@@ -43,16 +43,14 @@ def main() -> None:
     args = parser.parse_args()
 
     from registry.evaluations import batch
-    from registry.snapshots import find_snapshot
 
     rows = batch(args.batch or _newest_batch())
     if not rows:
         sys.exit(f"error: no evaluation {args.batch!r}; `loraforge adapters show` lists them")
-    snapshot = find_snapshot(rows[0].snapshot_name)
-    train_file = Path(snapshot.path if snapshot and snapshot.path else "") / "train.jsonl"
-    if snapshot is None or not train_file.is_file():
-        sys.exit(f"error: the snapshot's training file {train_file} is gone")
-    found = overlap_breakdown(rows, training_answers(train_file.parent), args.close)
+    training = training_answers(rows[0].snapshot_name)
+    if training is None:
+        sys.exit(f"error: the training split of snapshot {rows[0].snapshot_name!r} is gone")
+    found = overlap_breakdown(rows, training, args.close)
     if found is None:
         sys.exit("error: this evaluation kept only some answers; re-run `loraforge eval` with "
                  f"--examples {rows[0].examples_count}")
@@ -60,13 +58,8 @@ def main() -> None:
     print(f"{rows[0].snapshot_name} / {rows[0].split}: {found.questions} questions, "
           f"{found.close_questions} with a training answer at ROUGE-L >= {found.threshold}")
     print(f"{'model':<28} {'all':>14} {'close':>14} {'the rest':>14}")
-    base = next((r for r in found.rows if r.is_base), None)
-    for row in found.rows:
-        values = (row.everything, row.close, row.rest)
-        bases = (base.everything, base.close, base.rest) if base and not row.is_base \
-            else (None,) * 3
-        print(f"{row.label[:28]:<28} " + " ".join(
-            f"{shown(v, b):>14}" for v, b in zip(values, bases, strict=True)))
+    for label, cells in found.cells():
+        print(f"{label[:28]:<28} " + " ".join(f"{c:>14}" for c in cells))
 
 
 if __name__ == "__main__":

@@ -106,9 +106,8 @@ class _Built:
     diverse: tuple[Any, Any] | None = None  # (embeddings, DiverseChoice) for the plot
 
 
-def _narrow(spec: SnapshotSpec, found: list[Example],
+def _narrow(spec: SnapshotSpec, chosen: list[Example],
             progress: EmbedProgress | None) -> _Built:
-    chosen = found
     counts: dict[str, Any] = {}
     if spec.limit is not None and spec.limit < len(chosen):
         picked = set(random.Random(spec.seed).sample(range(len(chosen)), spec.limit))
@@ -121,8 +120,7 @@ def _narrow(spec: SnapshotSpec, found: list[Example],
         choice = diversity.choose_per_cluster(labels, spec.per_cluster, spec.seed)
         counts["clusters"] = {str(k): v for k, v in sorted(choice.per_cluster.items())}
         counts["cluster_top_up"] = choice.topped_up
-        built = _Built([chosen[i] for i in choice.chosen], counts, (vectors, choice))
-        return built
+        return _Built([chosen[i] for i in choice.chosen], counts, (vectors, choice))
     return _Built(chosen, counts)
 
 

@@ -426,18 +426,12 @@ def evaluation_markdown(batch_id: str) -> str:
 
 def _overlap_lines(rows: list) -> list[str]:
     """ROUGE-L on the test questions that a training answer nearly answers, and on the rest."""
-    from registry.snapshots import find_snapshot
-    from trainers.overlap import overlap_breakdown, shown, training_answers
+    from trainers.overlap import overlap_breakdown, training_answers
 
-    snapshot = find_snapshot(rows[0].snapshot_name)
-    if snapshot is None or not snapshot.path or \
-            not (Path(snapshot.path) / "train.jsonl").is_file():
-        return []
-    found = overlap_breakdown(rows, training_answers(snapshot.path))
+    training = training_answers(rows[0].snapshot_name)
+    found = overlap_breakdown(rows, training) if training is not None else None
     if found is None:
         return []
-    base = next((r for r in found.rows if r.is_base), None)
-
     lines = ["", "### Where the gain comes from", "",
              f"{found.close_questions} of the {found.questions} test questions have a training "
              f"answer at ROUGE-L {found.threshold} or more against their reference (for "
@@ -445,12 +439,7 @@ def _overlap_lines(rows: list) -> list[str]:
              "Each model's mean ROUGE-L on each side, from the per-answer scores as recorded "
              "(to four decimals; `benchmarks/eval_overlap.py` prints the same):", "",
              "| model | all | close to a training answer | the rest |", "|---|---|---|---|"]
-    for row in found.rows:
-        values = (row.everything, row.close, row.rest)
-        bases = (base.everything, base.close, base.rest) if base and not row.is_base \
-            else (None,) * 3
-        lines.append(f"| {row.label} | " + " | ".join(
-            shown(v, b) for v, b in zip(values, bases, strict=True)) + " |")
+    lines += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in found.cells()]
     return lines
 
 

@@ -35,6 +35,18 @@ class Overlap:
     threshold: float
     rows: list[OverlapRow]
 
+    def cells(self) -> list[tuple[str, list[str]]]:
+        """Per model: its label and its three means (all, close, the rest) to three decimals,
+        each adapter's with its gain over the base's."""
+        base = next((r for r in self.rows if r.is_base), None)
+        out = []
+        for row in self.rows:
+            values = (row.everything, row.close, row.rest)
+            bases = (base.everything, base.close, base.rest) if base and not row.is_base \
+                else (None,) * 3
+            out.append((row.label, [_shown(v, b) for v, b in zip(values, bases, strict=True)]))
+        return out
+
 
 def nearest_training_overlap(references: list[str], training: list[str]) -> list[float]:
     """For each reference, its highest ROUGE-L F1 against any training answer."""
@@ -45,9 +57,15 @@ def nearest_training_overlap(references: list[str], training: list[str]) -> list
             for ref in references]
 
 
-def training_answers(snapshot_dir: str | Path) -> list[str]:
-    """The last (assistant) turn of every chat in a snapshot's train.jsonl."""
-    path = Path(snapshot_dir) / "train.jsonl"
+def training_answers(snapshot_name: str) -> list[str] | None:
+    """The last (assistant) turn of every chat in the snapshot's train.jsonl; None when the
+    snapshot or its file is gone."""
+    from registry.snapshots import find_snapshot
+
+    snapshot = find_snapshot(snapshot_name)
+    path = Path(snapshot.path) / "train.jsonl" if snapshot and snapshot.path else None
+    if path is None or not path.is_file():
+        return None
     return [json.loads(line)["messages"][-1]["content"]
             for line in path.read_text().splitlines() if line.strip()]
 
@@ -73,8 +91,7 @@ def overlap_breakdown(rows: list[EvaluationRecord], training: list[str],
     return Overlap(questions, sum(close), threshold, out)
 
 
-def shown(value: float | None, base: float | None = None) -> str:
-    """A mean to three decimals, with its gain over the base's when there is one."""
+def _shown(value: float | None, base: float | None) -> str:
     if value is None:
         return "-"
     return f"{value:.3f}" + (f" ({value - base:+.3f})" if base is not None else "")
