@@ -196,6 +196,18 @@ def time_restores(engine, labels: list[str], tokens: int, rounds: int) -> float:
     return median_ms(samples) if samples else 0.0
 
 
+def let_idle_engines_go() -> None:
+    """Wait for the decode threads of engines no longer used to end (each does after a few
+    idle seconds): while one lives, its OpenMP thread pool slows the next engine's decoding by
+    half on 2 cores (``serving.batching.BatchScheduler`` says why). A process serves with one
+    engine; this times each engine as if it were alone."""
+    import threading
+
+    for thread in threading.enumerate():
+        if thread.name == "loraforge-decode":
+            thread.join(timeout=60)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--base", help="registered base to use (default: build a tiny one)")
@@ -227,18 +239,22 @@ def main() -> None:
         with_adapter = decode_tokens_per_second(engine, labels[0], args.tokens, 3)
         restore = time_restores(engine, labels, args.tokens, 4)
         unmerged.load()
+        let_idle_engines_go()
         plain = decode_tokens_per_second(unmerged, labels[0], args.tokens, 3)
         del unmerged
+        let_idle_engines_go()
         follow_up, prompt_tokens = follow_up_first_token(engine, labels[1], args.tokens)
         uncached = ChatEngine(base=base, device=args.device, prefix_cache_mb=0,
                               dtype=args.dtype)
         uncached.load()
+        let_idle_engines_go()
         follow_up_full, _ = follow_up_first_token(uncached, labels[1], args.tokens)
         del uncached
         # The other dtype's decode, in the same run: what --dtype changes on this machine.
         other = "bfloat16" if str(engine.dtype) == "torch.float32" else "float32"
         full = ChatEngine(base=base, device=args.device, dtype=other)
         full.load()
+        let_idle_engines_go()
         other_base = decode_tokens_per_second(full, None, args.tokens, 3)
         other_adapter = decode_tokens_per_second(full, labels[0], args.tokens, 3)
         del full

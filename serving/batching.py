@@ -123,6 +123,31 @@ class ReplyStream:
             self._texts.close()
 
 
+def run_on_passing_thread(work: Callable[[], Any]) -> Any:
+    """``work()`` on a new thread that ends when it returns; its result, or its exception.
+
+    For model work a caller asks for outside the decode thread (loading, switching adapters).
+    Torch's parallel ops give the thread that runs them a GNU OpenMP thread pool for as long as
+    it lives, and with more pool threads than cores every parallel op waits asleep (see
+    ``BatchScheduler``). A caller's thread lives on: one ``activate`` after a merged reply
+    (reading 538 MB of weights back) left the main thread a pool that held SmolLM2's decode
+    at about 11 tokens/s instead of 21 for the rest of the process."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as exc:  # raised again on the caller's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name="loraforge-work")
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
 class BatchScheduler:
     """The queue of waiting requests and the thread that decodes them, one step at a time.
 
@@ -132,16 +157,25 @@ class BatchScheduler:
     ``joinable()`` says whether rows may join while others run. ``on_idle()``, if given, runs
     once (on this thread) after the queue has been empty with no running rows for
     ``idle_seconds``: tidying that should not delay a request, nor run between close requests.
+
+    The thread ends after ``linger_seconds`` more with nothing to do, and the next request
+    starts another. A thread that has run torch's parallel ops keeps a GNU OpenMP thread pool
+    until it ends. With more pool threads alive than cores, OpenMP stops spinning while it waits
+    and every parallel op pays for a sleep and a wake-up: on 2 cores, an idle second engine in
+    the same process (a benchmark's, a test's) cut the first one's decode speed from about 24 to
+    about 11 tokens/s.
     """
 
     def __init__(self, step: Callable[[list[ChatRequest], list[ChatRequest]], list[ChatRequest]],
                  *, max_rows: int, max_adapters: int, gather_seconds: float = 0.005,
                  joinable: Callable[[], bool] = lambda: True,
-                 on_idle: Callable[[], None] | None = None, idle_seconds: float = 0.5) -> None:
+                 on_idle: Callable[[], None] | None = None, idle_seconds: float = 0.5,
+                 linger_seconds: float = 5.0) -> None:
         self._step = step
         self._joinable = joinable
         self._on_idle = on_idle
         self.idle_seconds = idle_seconds
+        self.linger_seconds = linger_seconds
         self.max_rows = max_rows
         self.max_adapters = max_adapters
         self.gather_seconds = gather_seconds
@@ -176,8 +210,12 @@ class BatchScheduler:
         while True:
             with self._wake:
                 while not self._pending and not running:
-                    timeout = None if idle_done or self._on_idle is None else self.idle_seconds
+                    tidied = idle_done or self._on_idle is None
+                    timeout = self.linger_seconds if tidied else self.idle_seconds
                     if not self._wake.wait(timeout) and not self._pending:
+                        if tidied:  # under the lock, so a submit now starts a new thread
+                            self._thread = None
+                            return
                         break
                 if not self._pending and not running:  # idle for idle_seconds
                     idle_done = True

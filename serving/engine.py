@@ -27,7 +27,7 @@ from registry.adapter_files import AdapterFileError, check_adapter_dir, not_plai
 from registry.adapters import AdapterRecord, list_adapters
 from registry.bases import list_bases
 from registry.db import ensure_schema
-from serving.batching import BatchScheduler, ChatRequest, ReplyStream
+from serving.batching import BatchScheduler, ChatRequest, ReplyStream, run_on_passing_thread
 from serving.errors import ChatError
 from serving.limits import DEFAULT_MAX_ADAPTERS, DEFAULT_MAX_BATCH, DEFAULT_PREFIX_CACHE_MB
 from serving.merging import MERGE_MIN_TOKENS, LoneAdapterMerge, MergeError
@@ -162,15 +162,19 @@ class ChatEngine:
             # admitted a step later still.
             return
         with self._lock:
-            self._ensure_base()
+            run_on_passing_thread(self._ensure_base)
 
     def activate(self, adapter_label: str) -> None:
         """Attach (if needed) and select an adapter, or the base alone, as the next decode step
         would: a warm-up, and what benchmarks time before calling ``self.model`` directly."""
         choice, _, _ = self._prepare(adapter_label, [{"role": "user", "content": ""}])
-        with self._lock:
+
+        def attach() -> None:
             self._ensure_base()
             self._route(self._attach([choice]))
+
+        with self._lock:
+            run_on_passing_thread(attach)
 
     def list_choices(self) -> list[str]:
         """Picker labels: base only, then the adapters of this base, read fresh from the store."""

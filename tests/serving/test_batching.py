@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.batching import ChatRequest, select_joiners
+from serving.batching import BatchScheduler, ChatRequest, run_on_passing_thread, select_joiners
 from serving.engine import BASE_ONLY, ChatEngine
 from tests.ui.conftest import _build_adapter, register_adapter
 
@@ -147,6 +147,49 @@ def test_joiners_keep_order_and_adapter_limits_and_the_oldest_is_never_overtaken
     assert select_joiners(pending, [], max_rows=1, max_adapters=2) == [dora]
     assert select_joiners(pending, [dora], max_rows=8, max_adapters=2) == [dora2]
     assert pending == []
+
+
+def test_the_decode_thread_tidies_then_ends_when_idle_and_the_next_request_starts_another():
+    # An idle thread that keeps its OpenMP pool slows every other engine's decoding (see
+    # BatchScheduler), so it must end; and a request after that must still be served.
+    served: list[threading.Thread] = []
+    tidied: list[threading.Thread] = []
+
+    def step(running: list[ChatRequest], joiners: list[ChatRequest]) -> list[ChatRequest]:
+        served.append(threading.current_thread())
+        for request in joiners:
+            request.finish(text="done")
+        return []
+
+    scheduler = BatchScheduler(step, max_rows=4, max_adapters=2,
+                               on_idle=lambda: tidied.append(threading.current_thread()),
+                               idle_seconds=0.05, linger_seconds=0.2)
+    for turn in (1, 2):
+        request = _request(None)
+        scheduler.submit(request)
+        assert request.chunks.get(timeout=10) is None and request.text == "done"
+        served[-1].join(timeout=10)
+        assert not served[-1].is_alive()
+        assert len(served) == turn and tidied == served  # each thread tidied once, then ended
+    assert served[0] is not served[1]
+
+
+def test_work_on_a_passing_thread_returns_or_raises_on_the_caller_and_its_thread_ends():
+    ran_on: list[threading.Thread] = []
+
+    def work() -> int:
+        ran_on.append(threading.current_thread())
+        return 42
+
+    def broken() -> None:
+        ran_on.append(threading.current_thread())
+        raise ValueError("no such adapter")
+
+    assert run_on_passing_thread(work) == 42
+    with pytest.raises(ValueError, match="no such adapter"):
+        run_on_passing_thread(broken)
+    assert threading.current_thread() not in ran_on
+    assert not any(thread.is_alive() for thread in ran_on)
 
 
 def test_engine_replies_equal_the_evaluation_path(engine: ChatEngine, chat_store):
