@@ -69,6 +69,21 @@ def _pick(page, picker_id: str, option: str) -> None:
     expect(box).to_have_value(option)
 
 
+def _type_number(page, label: str, value: str) -> None:
+    """Type ``value`` into a slider's number box until the slider shows it too. A number typed
+    while the accordion that holds it was still rendering was lost now and then, and the
+    message then went with the default budget (a longer reply than the expected one)."""
+    boxes = page.get_by_label(label)  # the number box and the range input
+    for _ in range(20):
+        boxes.first.fill(value)
+        boxes.first.press("Enter")
+        page.wait_for_timeout(250)
+        if all(boxes.nth(i).input_value() == value for i in range(boxes.count())):
+            return
+    raise AssertionError(f"{label} did not take {value}: "
+                         f"{[boxes.nth(i).input_value() for i in range(boxes.count())]}")
+
+
 def test_pick_chat_stream_switch_language_and_compare(served, browser, tmp_path):
     engine, url = served
     screenshots = Path(os.environ.get("LORAFORGE_SCREENSHOTS") or tmp_path)
@@ -100,8 +115,7 @@ def test_pick_chat_stream_switch_language_and_compare(served, browser, tmp_path)
 
     _pick(page, "adapter-picker", "tiny-chat › alpha:v1")
     page.get_by_text("Generation settings").click()
-    page.get_by_label("Max new tokens").first.fill("24")
-    page.get_by_label("Max new tokens").first.press("Enter")
+    _type_number(page, "Max new tokens", "24")
     page.evaluate(WATCH_REPLY)
     page.locator("#message textarea").fill(QUESTION)
     page.locator("#send").click()
