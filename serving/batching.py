@@ -140,7 +140,8 @@ def run_on_passing_thread(work: Callable[[], Any]) -> Any:
         except BaseException as exc:  # raised again on the caller's thread
             outcome["error"] = exc
 
-    thread = threading.Thread(target=run, name="loraforge-work")
+    # A daemon, so that Ctrl-C during a long load ends the process instead of waiting for it.
+    thread = threading.Thread(target=run, name="loraforge-work", daemon=True)
     thread.start()
     thread.join()
     if "error" in outcome:
