@@ -203,8 +203,10 @@ def let_idle_engines_go() -> None:
     engine; this times each engine as if it were alone."""
     import threading
 
+    from serving.batching import DECODE_THREAD
+
     for thread in threading.enumerate():
-        if thread.name == "loraforge-decode":
+        if thread.name == DECODE_THREAD:
             thread.join(timeout=60)
 
 

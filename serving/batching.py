@@ -123,6 +123,9 @@ class ReplyStream:
             self._texts.close()
 
 
+DECODE_THREAD = "loraforge-decode"  # the name of every scheduler's decode thread
+
+
 def run_on_passing_thread(work: Callable[[], Any]) -> Any:
     """``work()`` on a new thread that ends when it returns; its result, or its exception.
 
@@ -189,7 +192,7 @@ class BatchScheduler:
         with self._wake:
             self._pending.append(request)
             if self._thread is None:
-                self._thread = threading.Thread(target=self._serve, name="loraforge-decode",
+                self._thread = threading.Thread(target=self._serve, name=DECODE_THREAD,
                                                 daemon=True)
                 self._thread.start()
             self._wake.notify()
